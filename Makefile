@@ -1,0 +1,56 @@
+# The front door. `make help` lists the targets.
+PYTHON ?= .venv/bin/python
+PIP ?= .venv/bin/pip
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export WANDB_MODE ?= offline
+MINI_SEEDS ?= 0,1,2
+
+.PHONY: help install demo test test-slow smoke mini collect figures tables index results clean-outputs
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+.venv:
+	python3 -m venv .venv
+
+install: .venv ## create .venv and install the package with its pinned torch stack (~3 min)
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0 -e ".[audio,dev]"
+
+demo: ## run the embedded default experiment (Chapter 2 miniature, ~1 min on 2 cores)
+	$(PYTHON) -m thesis.run experiment=condcomp_mini
+
+test: ## the default test suite (CPU, offline, < 10 min)
+	$(PYTHON) -m pytest -q
+
+test-slow: ## the tests marked slow
+	$(PYTHON) -m pytest -q -m slow
+
+smoke: ## every experiment at scale=smoke, through the launcher
+	@for e in $$($(PYTHON) -c "from thesis.core.compose import experiments; print(' '.join(experiments()))"); do \
+	  echo "== $$e"; $(PYTHON) -m thesis.run experiment=$$e scale=smoke paths.output_dir=outputs/smoke || exit 1; done
+
+mini: ## every miniature replication (seeds $(MINI_SEEDS)), then collect, figures, tables, index
+	@for e in $$($(PYTHON) -c "from thesis.core.compose import experiments; print(' '.join(e for e in experiments() if e.endswith('_mini')))"); do \
+	  echo "== $$e"; $(PYTHON) -m thesis.run -m experiment=$$e seed=$(MINI_SEEDS) || exit 1; done
+	$(MAKE) results
+
+collect: ## gather finished run dirs under outputs/ into results/<experiment>/*.csv
+	$(PYTHON) -m thesis.results collect --outputs outputs
+
+figures: ## rebuild every figure from the CSVs in results/
+	$(PYTHON) -m thesis.results figures
+
+tables: ## rebuild every table from the CSVs in results/
+	$(PYTHON) -m thesis.results tables
+
+index: ## regenerate results/README.md
+	$(PYTHON) -m thesis.results index
+
+results: collect figures tables index ## collect, figures, tables, index
+
+fig-%: ## rebuild one figure or table: make fig-<id> (ids: python -m thesis.results list)
+	$(PYTHON) -m thesis.results render $*
+
+clean-outputs: ## delete outputs/ (run dirs, checkpoints, fixtures)
+	rm -rf outputs

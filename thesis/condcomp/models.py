@@ -1,0 +1,62 @@
+"""Small networks for Chapter 2's miniatures: a dense MLP, its early-exit twin and its MoE twin.
+
+They are the smallest models on which the chapter's primitives show their trade-offs: an exit
+after every block (eqs. 2.13-2.14) and a mixture-of-experts layer in place of a dense block
+(eq. 2.18), on the same 64-dim digit vectors and with the same width.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+
+
+def mlp(in_dim: int, hidden: list[int], num_classes: int) -> nn.Sequential:
+    """ReLU MLP `in_dim -> hidden... -> num_classes` (the dense reference)."""
+    layers: list[nn.Module] = []
+    for width in hidden:
+        layers += [nn.Linear(in_dim, width), nn.ReLU()]
+        in_dim = width
+    return nn.Sequential(*layers, nn.Linear(in_dim, num_classes))
+
+
+class MultiExitMLP(nn.Module):
+    """An MLP backbone of `len(hidden)` blocks with a linear exit head after every block.
+
+    `forward` returns the list of per-exit logits, the last one being the full network's.
+    """
+
+    def __init__(self, in_dim: int, hidden: list[int], num_classes: int):
+        super().__init__()
+        widths = [in_dim, *hidden]
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(a, b), nn.ReLU()) for a, b in zip(widths, widths[1:]))
+        self.heads = nn.ModuleList(nn.Linear(w, num_classes) for w in hidden)
+
+    def forward(self, x):
+        outputs = []
+        for block, head in zip(self.blocks, self.heads):
+            x = block(x)
+            outputs.append(head(x))
+        return outputs
+
+
+class MoEMLP(nn.Module):
+    """Embedding -> residual MoE layer of `num_experts` two-layer experts -> classifier.
+
+    Each sample is one token for the router; `forward` returns (logits, routing info).
+    """
+
+    def __init__(self, in_dim: int, dim: int, expert_hidden: int, num_experts: int, num_classes: int,
+                 router: str = "topk", k: int = 1, capacity_factor: float = 1.0):
+        super().__init__()
+        self.embed = nn.Sequential(nn.Linear(in_dim, dim), nn.ReLU())
+        experts = [nn.Sequential(nn.Linear(dim, expert_hidden), nn.ReLU(), nn.Linear(expert_hidden, dim))
+                   for _ in range(num_experts)]
+        self.moe = MoE(experts, dim=dim, router=router, k=k, capacity_factor=capacity_factor)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x):
+        h = self.embed(x)
+        out, routing = self.moe(h)
+        return self.head(h + out), routing

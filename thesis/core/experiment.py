@@ -1,0 +1,83 @@
+"""Execute one composed experiment config: scale, seed, run directory, runner, results.
+
+`thesis.run` (Hydra) and the tests both call `execute`, so what CI checks is what users run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Callable, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from thesis.core import provenance
+from thesis.core.errors import ConfigError
+from thesis.core.rundir import Metric, RunDir
+from thesis.core.seeding import seed_everything
+
+log = logging.getLogger(__name__)
+
+Runner = Callable[[DictConfig, RunDir], Mapping[str, object]]
+
+#: short names for the two shared runners; any other value is a dotted path to a callable
+RUNNERS = {
+    "train": "thesis.core.train.run_training",
+    "evaluate": "thesis.core.evaluate.run_evaluation",
+}
+
+
+def apply_scale(cfg: DictConfig) -> DictConfig:
+    """At smoke scale, merge the experiment's `smoke:` block (its tiny twin) over the config.
+
+    The block may only change keys that exist: struct mode turns a typo into an error.
+    """
+    if cfg.scale.name != "smoke" or not cfg.get("smoke"):
+        return cfg
+    merged = OmegaConf.merge(cfg, cfg.smoke)
+    OmegaConf.set_struct(merged, True)
+    return merged
+
+
+def resolve_runner(name: str) -> Runner:
+    target = RUNNERS.get(name, name)
+    module_name, _, attr = target.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(
+            f"method.runner={name!r} is neither {' nor '.join(RUNNERS)} nor an importable callable ({exc})"
+        ) from exc
+
+
+def execute(cfg: DictConfig, experiment: str | None, overrides: list[str] | None = None) -> dict[str, Metric]:
+    """Run `experiment` as configured by `cfg` and return its flat metrics dict.
+
+    A run whose metrics.json exists is skipped (its metrics are returned) unless `force=true`.
+    """
+    if not experiment:
+        raise ConfigError("no experiment chosen: run `python -m thesis.run experiment=<name>` "
+                          "(`python -m thesis.run --help` lists them)")
+    cfg = apply_scale(cfg)
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"cannot resolve the config: {exc}".replace("\n", " ")) from exc
+    run = RunDir.for_config(cfg.paths.output_dir, experiment, cfg)
+    if run.done and not cfg.force:
+        log.info("skip: %s already has metrics.json (force=true reruns it)", run.path)
+        return run.read_metrics()
+    runner = resolve_runner(cfg.method.runner)
+    seed_everything(cfg.seed)
+    run.metrics_path.unlink(missing_ok=True)  # a forced rerun that dies must not look done
+    run.write_config(cfg)
+    record = provenance.collect(cfg.seed, experiment, overrides or [])
+    record["scale"] = cfg.scale.name
+    run.write_provenance(record)
+    log.info("run directory: %s", run.path)
+    metrics = run.write_metrics(runner(cfg, run))
+    record["end_time"] = provenance.now()
+    run.write_provenance(record)
+    log.info("metrics: %s", metrics)
+    return metrics
