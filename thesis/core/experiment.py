@@ -54,7 +54,8 @@ def resolve_runner(name: str) -> Runner:
 def execute(cfg: DictConfig, experiment: str | None, overrides: list[str] | None = None) -> dict[str, Metric]:
     """Run `experiment` as configured by `cfg` and return its flat metrics dict.
 
-    A run whose metrics.json exists is skipped (its metrics are returned) unless `force=true`.
+    A run whose metrics.json exists is skipped (its metrics are returned) unless `force=true`;
+    a run without metrics.json resumes from the checkpoints its stages left.
     """
     if not experiment:
         raise ConfigError("no experiment chosen: run `python -m thesis.run experiment=<name>` "
@@ -70,7 +71,8 @@ def execute(cfg: DictConfig, experiment: str | None, overrides: list[str] | None
         return run.read_metrics()
     runner = resolve_runner(cfg.method.runner)
     seed_everything(cfg.seed)
-    run.metrics_path.unlink(missing_ok=True)  # a forced rerun that dies must not look done
+    if cfg.force:
+        run.clear()  # a forced rerun starts from scratch, not from the old checkpoints
     run.write_config(cfg)
     record = provenance.collect(cfg.seed, experiment, overrides or [])
     record["scale"] = cfg.scale.name

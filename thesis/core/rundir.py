@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -91,6 +92,10 @@ class RunDir:
     @property
     def done(self) -> bool:
         return self.metrics_path.is_file()
+
+    def clear(self) -> None:
+        """Delete everything the run wrote (used by force=true)."""
+        shutil.rmtree(self.path, ignore_errors=True)
 
     def write_config(self, cfg: DictConfig) -> None:
         atomic_write_text(self.config_path, OmegaConf.to_yaml(cfg, resolve=True))

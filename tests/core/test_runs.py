@@ -1,0 +1,67 @@
+"""Runs as users rely on them: skip-if-done, force, resume, seeding, clear errors."""
+
+import json
+
+import pytest
+import torch
+
+from thesis.core.errors import DataNotFoundError, NonFiniteLossError
+from thesis.core.experiment import execute
+
+EXPERIMENT = "condcomp_dense_digits"
+
+
+def run_once(compose_experiment, *overrides):
+    return execute(compose_experiment(EXPERIMENT, *overrides), EXPERIMENT)
+
+
+def run_dir(tmp_path):
+    (path,) = (tmp_path / "outputs" / EXPERIMENT).iterdir()
+    return path
+
+
+def test_finished_run_is_skipped_and_force_reruns(compose_experiment, tmp_path):
+    first = run_once(compose_experiment)
+    stamp = json.loads((run_dir(tmp_path) / "provenance.json").read_text())["start_time"]
+    (run_dir(tmp_path) / "metrics.json").write_text(json.dumps({"marker": 1}))
+    assert run_once(compose_experiment) == {"marker": 1}  # skipped: nothing recomputed
+    assert run_once(compose_experiment, "force=true") == first
+    assert json.loads((run_dir(tmp_path) / "provenance.json").read_text())["start_time"] >= stamp
+
+
+def test_same_seed_same_metrics_other_seed_differs(compose_experiment, tmp_path):
+    a = run_once(compose_experiment)
+    b = run_once(compose_experiment, "force=true")
+    c = run_once(compose_experiment, "seed=1")
+    assert a == b
+    assert a != c
+
+
+def test_deleted_metrics_resume_from_checkpoint(compose_experiment, tmp_path):
+    first = run_once(compose_experiment)
+    path = run_dir(tmp_path)
+    assert (path / "checkpoints" / "train" / "last.ckpt").is_file()
+    (path / "metrics.json").unlink()
+    again = run_once(compose_experiment)  # training resumes at its end: same weights, same test
+    assert again["test/acc"] == first["test/acc"]
+
+
+def test_missing_dataset_directory_names_the_fix(tmp_path):
+    from thesis.core.data import ImageFolderDataModule
+
+    dm = ImageFolderDataModule(root=str(tmp_path / "nowhere"), prepare_hint="run scripts/prepare_x.py")
+    with pytest.raises(DataNotFoundError, match=r"nowhere/train not found: run scripts/prepare_x.py"):
+        dm.setup()
+
+
+def test_nan_loss_stops_with_step(compose_experiment, tmp_path, monkeypatch):
+    from thesis.core import modules
+
+    def nan_loss(self, batch):
+        logits = self.model(batch[0])
+        return logits.sum() * torch.tensor(float("nan")), logits, {}
+
+    monkeypatch.setattr(modules.ClassificationModule, "loss_and_logits", nan_loss)
+    with pytest.raises(NonFiniteLossError, match=r"training loss became nan at global step \d+"):
+        run_once(compose_experiment)
+    assert not (run_dir(tmp_path) / "metrics.json").exists()
