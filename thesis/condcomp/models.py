@@ -2,14 +2,15 @@
 
 They are the smallest models on which the chapter's primitives show their trade-offs: an exit
 after every block (eqs. 2.13-2.14) and a mixture-of-experts layer in place of a dense block
-(eq. 2.18), on the same 64-dim digit vectors and with the same width.
+(eq. 2.18), on the same 64-dim digit vectors.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-
+from thesis.condcomp.early_exit import MultiExit
+from thesis.condcomp.moe import MoE
 
 
 def mlp(in_dim: int, hidden: list[int], num_classes: int) -> nn.Sequential:
@@ -21,30 +22,21 @@ def mlp(in_dim: int, hidden: list[int], num_classes: int) -> nn.Sequential:
     return nn.Sequential(*layers, nn.Linear(in_dim, num_classes))
 
 
-class MultiExitMLP(nn.Module):
-    """An MLP backbone of `len(hidden)` blocks with a linear exit head after every block.
+def multi_exit_mlp(in_dim: int, hidden: list[int], num_classes: int) -> MultiExit:
+    """The dense MLP cut into one block per hidden layer, with a linear exit head after each.
 
-    `forward` returns the list of per-exit logits, the last one being the full network's.
+    Its last exit is exactly the dense MLP's architecture, so the two are comparable.
     """
-
-    def __init__(self, in_dim: int, hidden: list[int], num_classes: int):
-        super().__init__()
-        widths = [in_dim, *hidden]
-        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(a, b), nn.ReLU()) for a, b in zip(widths, widths[1:]))
-        self.heads = nn.ModuleList(nn.Linear(w, num_classes) for w in hidden)
-
-    def forward(self, x):
-        outputs = []
-        for block, head in zip(self.blocks, self.heads):
-            x = block(x)
-            outputs.append(head(x))
-        return outputs
+    widths = [in_dim, *hidden]
+    blocks = [nn.Sequential(nn.Linear(a, b), nn.ReLU()) for a, b in zip(widths, widths[1:])]
+    heads = [nn.Linear(w, num_classes) for w in hidden]
+    return MultiExit(blocks, heads)
 
 
 class MoEMLP(nn.Module):
-    """Embedding -> residual MoE layer of `num_experts` two-layer experts -> classifier.
+    """Embedding -> residual MoE layer of two-layer experts (eq. 2.18) -> linear classifier.
 
-    Each sample is one token for the router; `forward` returns (logits, routing info).
+    Every sample is one token for the router. `forward` returns (logits, Routing).
     """
 
     def __init__(self, in_dim: int, dim: int, expert_hidden: int, num_experts: int, num_classes: int,

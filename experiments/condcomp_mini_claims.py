@@ -1,0 +1,30 @@
+"""Chapter 2 miniature: the pre-registered claims, measured value per seed and verdict.
+
+A claim holds when it holds for the mean over seeds; the per-seed pass count is shown beside it.
+"""
+
+from pathlib import Path
+
+import pandas as pd
+
+from thesis.core.io import atomic_write_text
+from thesis.results import markdown_table
+
+KIND = "table"
+INPUTS = ("condcomp_mini/claims.csv",)
+
+
+def render(results: Path) -> list[Path]:
+    claims = pd.read_csv(results / INPUTS[0])
+    rows = []
+    for (claim, statement, threshold), part in claims.groupby(["claim", "statement", "threshold"], sort=True):
+        mean = part.value.mean()
+        holds = bool(part.direction.iloc[0] == ">=" and mean >= threshold or
+                     part.direction.iloc[0] == "<=" and mean <= threshold)
+        rows.append({"claim": claim, "statement": statement,
+                     "threshold": f"{part.direction.iloc[0]} {threshold:g}",
+                     "measured (mean ± std)": f"{mean:.4g} ± {part.value.std(ddof=1) if len(part) > 1 else 0:.2g}",
+                     "seeds passing": f"{int(part.passed.sum())}/{len(part)}",
+                     "verdict": "reproduced" if holds else "NOT reproduced"})
+    path = results / "tables" / "condcomp_mini_claims.md"
+    return [atomic_write_text(path, markdown_table(pd.DataFrame(rows)) + "\n")]
