@@ -65,3 +65,20 @@ def test_nan_loss_stops_with_step(compose_experiment, tmp_path, monkeypatch):
     with pytest.raises(NonFiniteLossError, match=r"training loss became nan at global step \d+"):
         run_once(compose_experiment)
     assert not (run_dir(tmp_path) / "metrics.json").exists()
+
+
+def test_gpu_setting_on_cpu_machine_names_the_fix(compose_experiment):
+    from thesis.core.errors import DeviceError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(DeviceError, match="use hardware=cpu"):
+        run_once(compose_experiment, "hardware=gpu")
+
+
+def test_wandb_logger_works_offline_without_account(compose_experiment, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    metrics = execute(compose_experiment(EXPERIMENT, "logger=wandb"), EXPERIMENT)
+    assert "test/acc" in metrics
+    assert list((run_dir(tmp_path) / "wandb").glob("offline-run-*"))

@@ -9,7 +9,7 @@ import importlib
 import logging
 from typing import Callable, Mapping
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from thesis.core import provenance
@@ -31,11 +31,13 @@ RUNNERS = {
 def apply_scale(cfg: DictConfig) -> DictConfig:
     """At smoke scale, merge the experiment's `smoke:` block (its tiny twin) over the config.
 
-    The block may only change keys that exist: struct mode turns a typo into an error.
+    The block may only change keys that exist: struct mode turns a typo into an error. The
+    block itself is removed at both scales, so the run's config holds only what it used.
     """
-    if cfg.scale.name != "smoke" or not cfg.get("smoke"):
-        return cfg
-    merged = OmegaConf.merge(cfg, cfg.smoke)
+    twin = cfg.get("smoke") if cfg.scale.name == "smoke" else None
+    merged = OmegaConf.merge(cfg, twin) if twin else cfg.copy()
+    with open_dict(merged):
+        merged.pop("smoke", None)  # the inactive block must not be resolved (its fixtures built)
     OmegaConf.set_struct(merged, True)
     return merged
 
