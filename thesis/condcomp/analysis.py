@@ -16,15 +16,11 @@ from thesis.condcomp.early_exit import MultiExit
 from thesis.core.flops import count_flops
 
 
-def _prefix_total(by_module: dict[str, float], prefix: str) -> float:
-    return sum(v for k, v in by_module.items() if k == prefix or k.startswith(prefix + "."))
-
-
 def exit_flops(model: MultiExit, example: Tensor) -> list[float]:
     """FLOPs per sample of leaving at each exit: the blocks up to it and every head so far."""
-    by_module = count_flops(model, example[:1]).by_module
-    blocks = [_prefix_total(by_module, f"blocks.{i}") for i in range(len(model.blocks))]
-    heads = [_prefix_total(by_module, f"heads.{j}") for j in range(len(model.heads))]
+    report = count_flops(model, example[:1])
+    blocks = [report.under(f"blocks.{i}") for i in range(len(model.blocks))]
+    heads = [report.under(f"heads.{j}") for j in range(len(model.heads))]
     return [sum(blocks[: after + 1]) + sum(heads[: j + 1]) for j, after in enumerate(model.exits_after)]
 
 
@@ -43,7 +39,7 @@ def early_exit_curve(model: MultiExit, loader: DataLoader, thresholds: Iterable[
     """
     model.eval()
     x, y = _batches(loader)
-    costs = torch.tensor(exit_flops(model, x))
+    costs = torch.tensor(exit_flops(model, x), dtype=torch.float64)
     full = float(costs[-1])
     rows: list[dict[str, object]] = []
     for threshold in thresholds:
