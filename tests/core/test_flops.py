@@ -84,3 +84,9 @@ def test_vit_b16_cost_and_shares():
     assert report.total / 1e9 == pytest.approx(17.56, abs=0.01)
     assert projections / report.total == pytest.approx(0.317, abs=0.002)
     assert mlps / report.total == pytest.approx(0.634, abs=0.002)
+
+
+def test_counts_inside_inference_mode():
+    layer = nn.Linear(8, 4)
+    with torch.inference_mode():
+        assert count_flops(layer, torch.rand(2, 8)).total == 2 * 8 * 4

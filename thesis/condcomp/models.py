@@ -36,13 +36,17 @@ def multi_exit_mlp(in_dim: int, hidden: list[int], num_classes: int) -> MultiExi
 class MoEMLP(nn.Module):
     """Embedding -> residual MoE layer of two-layer experts (eq. 2.18) -> linear classifier.
 
-    Every sample is one token for the router. `forward` returns (logits, Routing).
+    Every sample is one token for the router. With `pre_norm` the MoE (router and experts) reads
+    the LayerNorm of the embedding, as in a pre-LN transformer block; without it the router sees
+    the raw ReLU features, which are all non-negative and so strongly aligned across tokens.
+    `forward` returns (logits, Routing).
     """
 
     def __init__(self, in_dim: int, dim: int, expert_hidden: int, num_experts: int, num_classes: int,
-                 router: str = "topk", k: int = 1, capacity_factor: float = 1.0):
+                 router: str = "topk", k: int = 1, capacity_factor: float = 1.0, pre_norm: bool = True):
         super().__init__()
         self.embed = nn.Sequential(nn.Linear(in_dim, dim), nn.ReLU())
+        self.norm = nn.LayerNorm(dim) if pre_norm else nn.Identity()
         experts = [nn.Sequential(nn.Linear(dim, expert_hidden), nn.ReLU(), nn.Linear(expert_hidden, dim))
                    for _ in range(num_experts)]
         self.moe = MoE(experts, dim=dim, router=router, k=k, capacity_factor=capacity_factor)
@@ -50,5 +54,5 @@ class MoEMLP(nn.Module):
 
     def forward(self, x):
         h = self.embed(x)
-        out, routing = self.moe(h)
+        out, routing = self.moe(self.norm(h))
         return self.head(h + out), routing

@@ -111,6 +111,7 @@ class FlopCounter:
         self._stack: list[str] = [""]
         self._handles: list[Any] = []
         self._mode = _Mode(self)
+        self._guards: list[Any] = []
 
     def add(self, flops: int) -> None:
         self._flops[self._stack[-1]] += int(flops)
@@ -133,11 +134,18 @@ class FlopCounter:
                 if name:
                     self._handles.append(module.register_forward_pre_hook(self._enter_module(name)))
                     self._handles.append(module.register_forward_hook(self._exit_module, always_call=True))
+        if torch.is_inference_mode_enabled():  # inference mode bypasses dispatch modes: leave it,
+            self._guards = [torch.inference_mode(False), torch.no_grad()]  # staying gradient-free
+        for guard in self._guards:
+            guard.__enter__()
         self._mode.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         self._mode.__exit__(*exc)
+        for guard in reversed(self._guards):
+            guard.__exit__(*exc)
+        self._guards = []
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
