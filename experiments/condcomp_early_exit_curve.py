@@ -30,6 +30,6 @@ def render(results: Path) -> list[Path]:
     ax.axhline(dense.mean(), color="gray", lw=1, ls=":", label=f"dense MLP ({dense.mean():.1f}%)")
     ax.set_xlabel(f"mean FLOPs / full-depth FLOPs ({FLOPS_NOTE})")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"Early exits on digits ({runs.seed.nunique()} seeds)")
+    ax.set_title(f"Early exits on cluttered digits ({runs.seed.nunique()} seeds)")
     ax.legend(frameon=False, loc="lower right")
     return save_figure(fig, results, "condcomp_early_exit_curve")

@@ -1,6 +1,8 @@
 """Chapter 2 miniature: the pre-registered claims, measured value per seed and verdict.
 
-A claim holds when it holds for the mean over seeds; the per-seed pass count is shown beside it.
+Both recipes are listed: `condcomp_mini` (cluttered digits, the current recipe) and
+`condcomp_mini_digits8` (the first recipe on plain digits, kept as recorded). A claim holds when
+it holds for the mean over seeds; the per-seed pass count is shown beside it.
 """
 
 from pathlib import Path
@@ -11,17 +13,18 @@ from thesis.core.io import atomic_write_text
 from thesis.results import markdown_table
 
 KIND = "table"
-INPUTS = ("condcomp_mini/claims.csv",)
+INPUTS = ("condcomp_mini/claims.csv", "condcomp_mini_digits8/claims.csv")
 
 
 def render(results: Path) -> list[Path]:
-    claims = pd.read_csv(results / INPUTS[0])
+    claims = pd.concat([pd.read_csv(results / name) for name in INPUTS], ignore_index=True)
     rows = []
-    for (claim, statement, threshold), part in claims.groupby(["claim", "statement", "threshold"], sort=True):
+    groups = claims.groupby(["experiment", "claim", "statement", "threshold"], sort=False)
+    for (experiment, claim, statement, threshold), part in groups:
         mean = part.value.mean()
         holds = bool(part.direction.iloc[0] == ">=" and mean >= threshold or
                      part.direction.iloc[0] == "<=" and mean <= threshold)
-        rows.append({"claim": claim, "statement": statement,
+        rows.append({"experiment": experiment, "claim": claim, "statement": statement,
                      "threshold": f"{part.direction.iloc[0]} {threshold:g}",
                      "measured (mean ± std)": f"{mean:.4g} ± {part.value.std(ddof=1) if len(part) > 1 else 0:.2g}",
                      "seeds passing": f"{int(part.passed.sum())}/{len(part)}",

@@ -140,8 +140,8 @@ def write_index(results: Path = RESULTS_DIR) -> Path:
     if claims:
         lines += ["## Pre-registered claims of the miniatures", ""]
         for path in claims:
-            frame = pd.read_csv(path)
-            lines += [f"### {path.parent.name}", "", markdown_table(frame), ""]
+            frame = pd.read_csv(path)[["seed", "run", "claim", "value", "direction", "threshold", "passed"]]
+            lines += [f"### {path.parent.name} (per run)", "", markdown_table(frame), ""]
     references = sorted(results.glob("reference/*.csv"))
     if references:
         lines += ["## Thesis reference numbers", ""]

@@ -13,15 +13,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from thesis.core.hardware import device_of
 from thesis.core.rundir import RunDir
-from thesis.core.train import check_hardware
 
 T = TypeVar("T")
-
-
-def device_of(cfg: DictConfig) -> torch.device:
-    check_hardware(cfg.hardware)
-    return torch.device("cuda" if cfg.hardware.accelerator in ("gpu", "cuda") else "cpu")
 
 
 def progress(items: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
@@ -35,7 +30,7 @@ def run_evaluation(cfg: DictConfig, run: RunDir) -> Mapping[str, object]:
     The evaluator is a callable `(model, data, run, device) -> metrics dict`; it owns its loop
     (through `progress`) and may write per-run tables with `run.write_table`.
     """
-    device = device_of(cfg)
+    device = device_of(cfg.hardware)
     model = instantiate(cfg.model)
     if isinstance(model, torch.nn.Module):
         model = model.to(device).eval()

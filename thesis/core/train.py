@@ -12,12 +12,12 @@ import math
 from typing import Any, Mapping
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from thesis.core.errors import DeviceError, NonFiniteLossError
+from thesis.core.errors import NonFiniteLossError
+from thesis.core.hardware import check_hardware
 from thesis.core.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -34,11 +34,6 @@ class FiniteLossGuard(Callback):
                 f"(epoch {trainer.current_epoch}, batch {batch_idx}): lower the learning rate "
                 "or enable gradient clipping (trainer.gradient_clip_val)"
             )
-
-
-def check_hardware(hardware: DictConfig) -> None:
-    if hardware.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise DeviceError("hardware requests a GPU but torch sees none: use hardware=cpu on this machine")
 
 
 def build_logger(cfg: DictConfig, run: RunDir, stage: str):
