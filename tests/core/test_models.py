@@ -48,3 +48,11 @@ def test_hub_name_offline_says_what_to_do(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(CheckpointError, match="not in the local cache .* pass the local path"):
         load_hf_causal_lm("some-org/not-a-cached-model")
+
+
+def test_timm_hub_weights_offline_say_what_to_do(monkeypatch):
+    from thesis.core.models import create_timm_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointError, match="not in the local cache .* as model.checkpoint"):
+        create_timm_model("vit_tiny_patch16_224", pretrained=True)
