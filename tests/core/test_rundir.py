@@ -55,3 +55,12 @@ def test_rundir_tables_round_trip(tmp_path):
     run = RunDir(tmp_path)
     path = run.write_table("curve", [{"t": 0.5, "acc": 0.9}, {"t": 0.9, "acc": 0.95}])
     assert path.read_text().splitlines() == ["t,acc", "0.5,0.9", "0.9,0.95"]
+
+
+def test_atomic_write_gives_ordinary_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    target = atomic_write_text(tmp_path / "m.json", "{}")
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
