@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from thesis.core.io import atomic_write_text
-from thesis.results import markdown_table
+from thesis.results import markdown_table, summarise_claims
 
 KIND = "table"
 INPUTS = ("condcomp_mini/claims.csv", "condcomp_mini_digits8/claims.csv")
@@ -18,16 +18,5 @@ INPUTS = ("condcomp_mini/claims.csv", "condcomp_mini_digits8/claims.csv")
 
 def render(results: Path) -> list[Path]:
     claims = pd.concat([pd.read_csv(results / name) for name in INPUTS], ignore_index=True)
-    rows = []
-    groups = claims.groupby(["experiment", "claim", "statement", "threshold"], sort=False)
-    for (experiment, claim, statement, threshold), part in groups:
-        mean = part.value.mean()
-        holds = bool(part.direction.iloc[0] == ">=" and mean >= threshold or
-                     part.direction.iloc[0] == "<=" and mean <= threshold)
-        rows.append({"experiment": experiment, "claim": claim, "statement": statement,
-                     "threshold": f"{part.direction.iloc[0]} {threshold:g}",
-                     "measured (mean ± std)": f"{mean:.4g} ± {part.value.std(ddof=1) if len(part) > 1 else 0:.2g}",
-                     "seeds passing": f"{int(part.passed.sum())}/{len(part)}",
-                     "verdict": "reproduced" if holds else "NOT reproduced"})
     path = results / "tables" / "condcomp_mini_claims.md"
-    return [atomic_write_text(path, markdown_table(pd.DataFrame(rows)) + "\n")]
+    return [atomic_write_text(path, markdown_table(summarise_claims(claims)) + "\n")]

@@ -83,6 +83,24 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
+def summarise_claims(claims: pd.DataFrame) -> pd.DataFrame:
+    """One row per (experiment, claim): mean over seeds vs threshold, seeds passing, verdict.
+
+    A claim is reproduced when its mean over seeds meets the threshold.
+    """
+    rows = []
+    groups = claims.groupby(["experiment", "claim", "statement", "direction", "threshold"], sort=False)
+    for (experiment, name, statement, direction, threshold), part in groups:
+        mean = part.value.mean()
+        holds = mean >= threshold if direction == ">=" else mean <= threshold
+        spread = part.value.std(ddof=1) if len(part) > 1 else 0.0
+        rows.append({"experiment": experiment, "claim": name, "statement": statement,
+                     "threshold": f"{direction} {threshold:g}", "measured (mean ± std)": f"{mean:.4g} ± {spread:.2g}",
+                     "seeds passing": f"{int(part.passed.sum())}/{len(part)}",
+                     "verdict": "reproduced" if holds else "NOT reproduced"})
+    return pd.DataFrame(rows)
+
+
 def _cell(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 

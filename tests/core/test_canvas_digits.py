@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from thesis.core.canvas_digits import CanvasDigitsDataModule, render_canvas
+from thesis.core.canvas_digits import CanvasDigitsDataModule, foreground_patches, render_canvas
 from thesis.core.data import stratified_split
 
 
@@ -38,6 +38,15 @@ def test_glyph_split_is_disjoint_and_stratified():
 
 def test_glyph_is_pasted_over_clutter():
     glyph = np.full((1, 8, 8), 16.0)
-    images, which = render_canvas(glyph, 5, np.random.default_rng(0), canvas=10, noise=0.0)
+    images, which, masks = render_canvas(glyph, 5, np.random.default_rng(0), canvas=10, noise=0.0)
     assert (which == 0).all()
     assert all((img == 1.0).sum() == 64 for img in images)  # the full-intensity glyph is intact
+    assert np.array_equal(masks, images == 1.0)
+
+
+def test_foreground_patches_mark_the_glyph():
+    masks = np.zeros((1, 8, 8), dtype=bool)
+    masks[0, 5, 1] = True  # row 5, column 1 -> patch (1, 0) of a 2x2 grid of 4px patches
+    assert foreground_patches(masks, 4).tolist() == [[False, False, True, False]]
+    dm = small(canvas=16, patch=4)
+    assert dm.foreground["test"].shape == (32, 16) and dm.foreground["test"].any(1).all()

@@ -12,16 +12,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from thesis.condcomp.analysis import best_saving_within, coefficient_of_variation, early_exit_curve, expert_load
+from thesis.core.claims import claim, claim_metrics
 from thesis.core.flops import count_flops
 from thesis.core.rundir import RunDir
 from thesis.core.seeding import seed_everything
 from thesis.core.train import fit
-
-
-def _claim(name: str, statement: str, value: float, direction: str, threshold: float) -> dict[str, object]:
-    passed = value >= threshold if direction == ">=" else value <= threshold
-    return {"claim": name, "statement": statement, "value": value, "direction": direction,
-            "threshold": threshold, "passed": bool(passed)}
 
 
 def run_condcomp_mini(cfg: DictConfig, run: RunDir) -> dict[str, object]:
@@ -62,13 +57,12 @@ def run_condcomp_mini(cfg: DictConfig, run: RunDir) -> dict[str, object]:
 
     off, on = min(method.balance_coefs), max(method.balance_coefs)
     rows = [
-        _claim("C1", f"cheapest confidence exit within {claims.max_accuracy_drop:g} of the last exit's accuracy "
+        claim("C1", f"cheapest confidence exit within {claims.max_accuracy_drop:g} of the last exit's accuracy "
                      "uses at most this fraction of full-depth FLOPs",
                best["flops_fraction"], "<=", claims.max_flops_fraction),
-        _claim("C2", f"expert-load CV with balancing ({on:g}) over CV without ({off:g})",
+        claim("C2", f"expert-load CV with balancing ({on:g}) over CV without ({off:g})",
                cv[on] / max(cv[off], 1e-12), "<=", claims.max_cv_ratio),
     ]
     run.write_table("claims", rows)
-    metrics.update({f"claims/{r['claim']}/value": r["value"] for r in rows})
-    metrics.update({f"claims/{r['claim']}/passed": r["passed"] for r in rows})
+    metrics.update(claim_metrics(rows))
     return metrics

@@ -24,8 +24,9 @@ def render_canvas(
     noise: float = 0.1,
     distractors: tuple[int, int] = (1, 3),
     distractor_intensity: float = 0.3,
-) -> tuple[np.ndarray, np.ndarray]:
-    """`n` canvases (n, canvas, canvas) in [0, 1] and the index of the glyph pasted on each.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`n` canvases (n, canvas, canvas) in [0, 1], the index of the glyph pasted on each, and the
+    glyph's pixel mask (n, canvas, canvas): where the pasted glyph is brighter than 0.2.
 
     Each canvas: Gaussian noise (std `noise`), 1-3 class-independent blobs (2x2 or 3x3, intensity
     up to `distractor_intensity`), then a glyph (values / 16, upsampled `scale` times) at a
@@ -36,6 +37,7 @@ def render_canvas(
         raise ValueError(f"a {size}px glyph does not fit a {canvas}px canvas")
     which = rng.integers(0, len(glyphs), n)
     images = rng.normal(0.0, noise, (n, canvas, canvas))
+    masks = np.zeros((n, canvas, canvas), dtype=bool)
     for i in range(n):
         for _ in range(rng.integers(distractors[0], distractors[1] + 1)):
             side = int(rng.integers(2, 4))
@@ -44,13 +46,24 @@ def render_canvas(
         glyph = np.kron(glyphs[which[i]] / 16.0, np.ones((scale, scale)))
         r, c = rng.integers(0, canvas - size + 1, 2)
         images[i, r:r + size, c:c + size] = np.maximum(images[i, r:r + size, c:c + size], glyph)
-    return np.clip(images, 0.0, 1.0).astype(np.float32), which
+        masks[i, r:r + size, c:c + size] = glyph > 0.2
+    return np.clip(images, 0.0, 1.0).astype(np.float32), which, masks
+
+
+def foreground_patches(masks: np.ndarray, patch: int) -> np.ndarray:
+    """Per-patch foreground flags (n, (canvas / patch)^2), row-major like a ViT's patch tokens."""
+    n, h, w = masks.shape
+    if h % patch or w % patch:
+        raise ValueError(f"a {h}x{w} canvas does not split into {patch}px patches")
+    return masks.reshape(n, h // patch, patch, w // patch, patch).any(axis=(2, 4)).reshape(n, -1)
 
 
 class CanvasDigitsDataModule(TensorDataModule):
     """Cluttered digits with disjoint train/test glyphs; fixed, seeded samples per split.
 
     `flatten=True` gives vectors of canvas^2 values (MLPs); otherwise (1, canvas, canvas) images.
+    `foreground[split]` holds each sample's per-patch foreground flags for `patch`-pixel patches
+    (where compute should concentrate, thesis Figs. 3.2 / 3.7).
     """
 
     def __init__(
@@ -66,6 +79,7 @@ class CanvasDigitsDataModule(TensorDataModule):
         num_test: int = 5000,
         split_seed: int = 0,
         flatten: bool = False,
+        patch: int = 4,
         eval_batch_size: int | None = None,
     ):
         super().__init__(batch_size, num_workers, eval_batch_size)
@@ -73,6 +87,8 @@ class CanvasDigitsDataModule(TensorDataModule):
         self.sizes = {"train": num_train, "val": num_val, "test": num_test}
         self.split_seed = split_seed
         self.flatten = flatten
+        self.patch = patch
+        self.foreground: dict[str, torch.Tensor] = {}
         self.num_classes = 10
         self.input_dim = canvas * canvas
 
@@ -87,7 +103,9 @@ class CanvasDigitsDataModule(TensorDataModule):
         for offset, (split, size) in enumerate(self.sizes.items()):
             rng = np.random.default_rng([self.split_seed, offset])
             pool = pools[split]
-            images, which = render_canvas(digits.images[pool], size, rng, **self.render_kwargs)
+            images, which, masks = render_canvas(digits.images[pool], size, rng, **self.render_kwargs)
+            if self.render_kwargs["canvas"] % self.patch == 0:
+                self.foreground[split] = torch.from_numpy(foreground_patches(masks, self.patch))
             x = torch.from_numpy(images)
             x = x.reshape(size, -1) if self.flatten else x.unsqueeze(1)
             self.splits[split] = TensorDataset(x, torch.from_numpy(digits.target[pool][which]).long())

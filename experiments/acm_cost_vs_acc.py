@@ -1,0 +1,34 @@
+"""Sec. 3.1 miniature, analogue of thesis Fig. 3.4: accuracy vs FLOPs per sample.
+
+ACM at four budgets, the static-width control, MoEfication at several k, and the dense model,
+all from the same base ViT on 16x16 cluttered digits. Mean (and std) over seeds per setting.
+"""
+
+from pathlib import Path
+
+import pandas as pd
+
+from thesis.core.plotting import FLOPS_NOTE, new_figure, save_figure
+
+KIND = "figure"
+INPUTS = ("acm_mini/cost_vs_acc.csv",)
+STYLE = {"acm": ("o-", "ACM (beta_target)"), "acm_static": ("s--", "static width (k learners)"),
+         "moefication": ("^-.", "MoEfication (top-k experts)"), "dense": ("*", "dense ViT")}
+
+
+def render(results: Path) -> list[Path]:
+    rows = pd.read_csv(results / INPUTS[0])
+    fig, ax = new_figure()
+    for method, (marker, label) in STYLE.items():
+        part = rows[rows.method == method]
+        if part.empty:
+            continue
+        stats = part.groupby("setting").agg(flops=("flops", "mean"), acc=("accuracy", "mean"),
+                                            acc_std=("accuracy", "std")).sort_values("flops")
+        ax.errorbar(stats.flops / 1e6, 100 * stats.acc, yerr=100 * stats.acc_std.fillna(0), fmt=marker,
+                    ms=8 if method == "dense" else 4, capsize=2, label=label)
+    ax.set_xlabel(f"MFLOPs per sample ({FLOPS_NOTE})")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"Cost vs accuracy, cluttered digits ({rows.seed.nunique()} seed(s))")
+    ax.legend(frameon=False, loc="lower right")
+    return save_figure(fig, results, "acm_cost_vs_acc")
