@@ -52,3 +52,8 @@ def test_every_recipe_rebuilds_from_committed_csvs(recipe_id, tmp_path):
 def test_markdown_table():
     text = pipeline.markdown_table(pd.DataFrame({"a": [1.23456, 2.0], "b": ["x", "y"]}))
     assert text.splitlines() == ["| a | b |", "|---|---|", "| 1.235 | x |", "| 2 | y |"]
+
+
+def test_render_all_skips_recipes_without_csvs(tmp_path, capsys):
+    assert pipeline.render_all("figure", tmp_path) == []
+    assert "skipped condcomp_early_exit_curve" in capsys.readouterr().err

@@ -137,7 +137,18 @@ def recipes(directory: Path = RECIPES_DIR) -> dict[str, Recipe]:
 
 
 def render_all(kind: str, results: Path = RESULTS_DIR) -> list[Path]:
-    return [p for r in recipes().values() if r.kind == kind for p in r.render(results)]
+    """Render every recipe of `kind` whose CSVs exist; name the ones skipped for missing CSVs."""
+    written = []
+    for recipe in recipes().values():
+        if recipe.kind != kind:
+            continue
+        missing = [i for i in recipe.inputs if not (results / i).is_file()]
+        if missing:
+            print(f"skipped {recipe.id}: no {', '.join(missing)} yet (run its experiment, then make collect)",
+                  file=sys.stderr)
+            continue
+        written += recipe.render(results)
+    return written
 
 
 def write_index(results: Path = RESULTS_DIR) -> Path:
