@@ -97,8 +97,11 @@ class DigitsDataModule(TensorDataModule):
 
 
 class ImageFolderDataModule(L.LightningDataModule):
-    """An ImageFolder tree (`<root>/<split>/<class>/<image>`) resized to `image_size`.
+    """An ImageFolder tree (`<root>/<split>/<class>/<image>`) at `image_size` pixels.
 
+    Evaluation: with `resize` the shorter side goes to `resize` and the centre `image_size`
+    crop is kept (torchvision's ImageNet protocol: 256 -> 224); otherwise images are resized to
+    `image_size` squares. Training adds random-resized crops and flips when `augment` is true.
     Paper scale points `root` at the prepared dataset (ImageNet, Food-101, ...); smoke scale at
     the `imagefolder_tiny` fixture, read by the same code.
     """
@@ -115,6 +118,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         mean: tuple[float, float, float] = (0.485, 0.456, 0.406),
         std: tuple[float, float, float] = (0.229, 0.224, 0.225),
         prepare_hint: str = "see scripts/ for the command that prepares it",
+        resize: int | None = None,
+        augment: bool = False,
     ):
         super().__init__()
         self.root = Path(root)
@@ -124,6 +129,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         self.split_names = {"train": train_split, "val": val_split, "test": test_split or val_split}
         self.mean, self.std = tuple(mean), tuple(std)
         self.prepare_hint = prepare_hint
+        self.resize = resize
+        self.augment = augment
         self.splits: dict[str, Dataset] = {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -131,12 +138,13 @@ class ImageFolderDataModule(L.LightningDataModule):
             return
         from torchvision import datasets, transforms
 
-        tf = transforms.Compose([
-            transforms.Resize((self.image_size, self.image_size)),
-            transforms.ToTensor(),
-            transforms.Normalize(self.mean, self.std),
-        ])
+        size = self.image_size
+        normalise = [transforms.ToTensor(), transforms.Normalize(self.mean, self.std)]
+        evaluation = [transforms.Resize(self.resize), transforms.CenterCrop(size)] if self.resize else \
+            [transforms.Resize((size, size))]
+        training = [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip()] if self.augment else evaluation
         for split, folder in self.split_names.items():
+            tf = transforms.Compose((training if split == "train" else evaluation) + normalise)
             path = self.root / folder
             if not path.is_dir():
                 raise DataNotFoundError(f"dataset directory {path} not found: {self.prepare_hint}, "
