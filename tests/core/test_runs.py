@@ -82,3 +82,22 @@ def test_wandb_logger_works_offline_without_account(compose_experiment, tmp_path
     metrics = execute(compose_experiment(EXPERIMENT, "logger=wandb"), EXPERIMENT)
     assert "test/acc" in metrics
     assert list((run_dir(tmp_path) / "wandb").glob("offline-run-*"))
+
+
+def test_smoke_block_merges_keys_and_replaces_targets():
+    from omegaconf import OmegaConf
+
+    from thesis.core.experiment import apply_scale
+
+    cfg = OmegaConf.create({"scale": {"name": "smoke"}, "model": {"_target_": "a.big", "weights": "w"},
+                            "data": {"root": "/real", "size": 224},
+                            "smoke": {"model": {"_target_": "a.tiny", "checkpoint": "c"}, "data": {"size": 32}}})
+    OmegaConf.set_struct(cfg, True)
+    out = apply_scale(cfg)
+    assert OmegaConf.to_container(out) == {"scale": {"name": "smoke"}, "model": {"_target_": "a.tiny", "checkpoint": "c"},
+                                           "data": {"root": "/real", "size": 32}}
+    cfg.smoke.data = {"sise": 32}
+    with pytest.raises(Exception, match="sise"):
+        apply_scale(cfg)
+    cfg.scale.name = "paper"
+    assert "smoke" not in apply_scale(cfg)

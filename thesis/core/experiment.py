@@ -28,16 +28,37 @@ RUNNERS = {
 }
 
 
-def apply_scale(cfg: DictConfig) -> DictConfig:
-    """At smoke scale, merge the experiment's `smoke:` block (its tiny twin) over the config.
+def _replacements(twin: DictConfig, prefix: str = "") -> dict[str, DictConfig]:
+    """Nodes of the smoke block that name their own `_target_`: they replace, not merge."""
+    found = {}
+    for key, value in twin.items_ex(resolve=False):
+        if isinstance(value, DictConfig):
+            path = f"{prefix}{key}"
+            found.update({path: value} if "_target_" in value else _replacements(value, f"{path}."))
+    return found
 
-    The block may only change keys that exist: struct mode turns a typo into an error. The
-    block itself is removed at both scales, so the run's config holds only what it used.
+
+def apply_scale(cfg: DictConfig) -> DictConfig:
+    """At smoke scale, lay the experiment's `smoke:` block (its tiny twin) over the config.
+
+    A node of the block that names a `_target_` replaces the whole node (another model family's
+    tiny twin, a fixture reader); every other key merges and must already exist: struct mode
+    turns a typo into an error. The block itself is removed at both scales, so the run's config
+    holds only what it used.
     """
     twin = cfg.get("smoke") if cfg.scale.name == "smoke" else None
-    merged = OmegaConf.merge(cfg, twin) if twin else cfg.copy()
+    merged = cfg.copy()
     with open_dict(merged):
         merged.pop("smoke", None)  # the inactive block must not be resolved (its fixtures built)
+    if twin:
+        replacements = _replacements(twin)
+        rest = OmegaConf.masked_copy(twin, list(twin.keys()))
+        with open_dict(merged), open_dict(rest):
+            for path, node in replacements.items():
+                OmegaConf.update(merged, path, node, merge=False)
+                parent, _, key = path.rpartition(".")
+                (OmegaConf.select(rest, parent) if parent else rest).pop(key)
+        merged = OmegaConf.merge(merged, rest)
     OmegaConf.set_struct(merged, True)
     return merged
 

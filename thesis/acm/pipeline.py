@@ -1,0 +1,166 @@
+"""The ACM comparison of Sec. 3.1 (thesis Fig. 3.4) as one multi-stage runner.
+
+A base ViT (trained here from scratch when `epochs.base > 0`, as in the miniature, or loaded
+pre-trained, as at paper scale) is converted with the three ACM stages at several budgets
+beta_target and compared, at measured FLOPs per sample, with the dense model, a static-width
+control (the stage-1 ACMs at a fixed number of learners, fine-tuned without gates) and the
+baselines. Every stage checkpoints in the run directory and resumes. When the method config has
+`claims`, the pre-registered claims R1-R5 (spec D.b) are measured against their thresholds.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from sklearn.metrics import roc_auc_score
+
+from thesis.acm.convert import acmize_vit, set_forced_learners
+from thesis.acm.evaluation import evaluate_classifier
+from thesis.acm.stages import ACMTrainModule, DistillationModule, GatePretrainModule
+from thesis.core.claims import claim, claim_metrics
+from thesis.core.modules import ClassificationModule
+from thesis.core.rundir import RunDir
+from thesis.core.seeding import seed_everything
+from thesis.core.train import fit
+
+
+def interpolate(rows: list[dict], method: str, flops: float) -> float | None:
+    """Accuracy of `method` linearly interpolated at `flops`; None outside its range."""
+    points = sorted((r["flops"], r["accuracy"]) for r in rows if r["method"] == method)
+    xs, ys = zip(*points)
+    if not xs[0] <= flops <= xs[-1]:
+        return None
+    return float(np.interp(flops, xs, ys))
+
+
+def foreground_auroc(maps, foreground) -> float:
+    """AUROC of per-patch compute (class token excluded) as a detector of foreground patches."""
+    patches = maps[:, -foreground.shape[1]:]
+    return float(roc_auc_score(foreground.reshape(-1).numpy(), patches.reshape(-1).numpy()))
+
+
+def example_maps(datamodule, maps_by_beta: dict, betas, count: int) -> list[dict]:
+    """Long-form pixels and per-patch compute of the first `count` test images (Figs. 3.2 / 3.7)."""
+    images, labels = datamodule.splits["test"].tensors
+    side = images.shape[-1] // datamodule.patch
+    rows = []
+    for beta in betas:
+        patches = maps_by_beta[beta][:count, -side * side:].reshape(-1, side, side)
+        for i in range(min(count, len(images))):
+            rows += [{"beta_target": beta, "sample": i, "label": int(labels[i]), "kind": "image", "y": y, "x": x,
+                      "value": float(images[i, 0, y, x])} for y in range(images.shape[-2]) for x in range(images.shape[-1])]
+            rows += [{"beta_target": beta, "sample": i, "label": int(labels[i]), "kind": "compute", "y": y, "x": x,
+                      "value": float(patches[i, y, x])} for y in range(side) for x in range(side)]
+    return rows
+
+
+def _fit(module, datamodule, cfg: DictConfig, run: RunDir, stage: str, epochs: int) -> None:
+    """One stage, at its own batch size when `method.batch_sizes.<stage kind>` says so."""
+    sizes = cfg.method.get("batch_sizes") or {}
+    kind = next((k for k in sizes if stage.startswith(k)), None)
+    if kind is not None:
+        datamodule.batch_size = sizes[kind]
+    fit(module, datamodule, cfg, run, stage=stage, test=False, max_epochs=epochs)
+
+
+def run_acm_comparison(cfg: DictConfig, run: RunDir) -> dict[str, object]:
+    method = cfg.method
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    test = datamodule.test_dataloader()
+    rows: list[dict] = []
+
+    seed_everything(cfg.seed)
+    base = instantiate(cfg.model)
+    if method.epochs.base > 0:
+        _fit(ClassificationModule(base, **method.base), datamodule, cfg, run, "base", method.epochs.base)
+    rows.append(evaluate_classifier(base, test, "dense", "dense")[0])
+
+    seed_everything(cfg.seed)
+    converted = copy.deepcopy(base)
+    acmize_vit(converted, **method.acm.convert)
+    _fit(DistillationModule(base, converted, **method.acm.stage1), datamodule, cfg, run, "acm_stage1",
+         method.epochs.acm_stage1)
+    _fit(GatePretrainModule(base, converted, **method.acm.stage2), datamodule, cfg, run, "acm_stage2",
+         method.epochs.acm_stage2)
+
+    maps_by_beta = {}
+    for beta in method.acm.betas:
+        seed_everything(cfg.seed)
+        model = copy.deepcopy(converted)
+        _fit(ACMTrainModule(model, beta_target=beta, **method.acm.stage3), datamodule, cfg, run,
+             f"acm_stage3_beta{beta:g}", method.epochs.acm_stage3)
+        row, maps_by_beta[beta] = evaluate_classifier(model, test, "acm", f"beta={beta:g}", maps=True)
+        rows.append({**row, "beta_target": beta})
+
+    for k in method.static.learners:
+        seed_everything(cfg.seed)
+        model = copy.deepcopy(converted)
+        set_forced_learners(model, k)
+        _fit(ClassificationModule(model, **method.static.optim), datamodule, cfg, run, f"static_k{k}",
+             method.epochs.static)
+        rows.append(evaluate_classifier(model, test, "acm_static", f"k={k}")[0])
+
+    run.write_table("cost_vs_acc", rows)
+    metrics: dict[str, object] = {}
+    for r in rows:
+        metrics[f"{r['method']}/{r['setting']}/acc"] = r["accuracy"]
+        metrics[f"{r['method']}/{r['setting']}/flops"] = r["flops"]
+        if "compute" in r:
+            metrics[f"{r['method']}/{r['setting']}/compute"] = r["compute"]
+    foreground = getattr(datamodule, "foreground", {}).get("test")
+    if foreground is not None:
+        run.write_table("patch_compute", patch_compute(maps_by_beta, foreground))
+        run.write_table("example_maps", example_maps(datamodule, maps_by_beta, method.maps_betas, method.num_examples))
+    if method.get("claims"):
+        results = acm_claims(rows, maps_by_beta, foreground, method.claims, max(method.acm.betas))
+        run.write_table("claims", results)
+        metrics.update(claim_metrics(results))
+    return metrics
+
+
+def patch_compute(maps_by_beta: dict, foreground) -> list[dict]:
+    """Mean compute of every patch position on foreground and on background, per budget."""
+    rows = []
+    for beta, maps in maps_by_beta.items():
+        patches = maps[:, -foreground.shape[1]:]
+        for p in range(foreground.shape[1]):
+            fg = foreground[:, p]
+            rows.append({"beta_target": beta, "patch": p, "foreground_share": float(fg.float().mean()),
+                         "compute_foreground": float(patches[fg, p].mean()) if fg.any() else float("nan"),
+                         "compute_background": float(patches[~fg, p].mean()) if (~fg).any() else float("nan")})
+    return rows
+
+
+def acm_claims(rows: list[dict], maps_by_beta: dict, foreground, claims: DictConfig, mild_beta: float) -> list[dict]:
+    """R1-R5 of spec D.b from the comparison's rows; R1 needs MoEfication rows, R5 foreground flags."""
+    dense = next(r for r in rows if r["method"] == "dense")
+    acm_rows = [r for r in rows if r["method"] == "acm"]
+    results = []
+    window = [r for r in acm_rows if claims.r1_window[0] <= r["flops"] / dense["flops"] <= claims.r1_window[1]]
+    if any(r["method"] == "moefication" for r in rows) and window:
+        gaps = [100 * (r["accuracy"] - other) for r in window
+                if (other := interpolate(rows, "moefication", r["flops"])) is not None]
+        # an ACM point cheaper than every MoEfication point counts as an ACM win (spec D.b)
+        results.append(claim("R1", "smallest ACM - MoEfication accuracy gap (pp) at matched FLOPs in the window",
+                             min(gaps) if gaps else float("inf"), ">=", claims.r1_min_gap_pp))
+    mild = next(r for r in acm_rows if r["beta_target"] == mild_beta)
+    results.append(claim("R2a", f"dense accuracy minus ACM accuracy at beta={mild_beta:g} (pp)",
+                         100 * (dense["accuracy"] - mild["accuracy"]), "<=", claims.r2_max_gap_pp))
+    results.append(claim("R2b", f"ACM FLOPs at beta={mild_beta:g} / dense FLOPs",
+                         mild["flops"] / dense["flops"], "<=", claims.r2_max_flops_fraction))
+    gaps = [100 * (r["accuracy"] - other) for r in acm_rows if r["beta_target"] in claims.r3_betas
+            and (other := interpolate(rows, "acm_static", r["flops"])) is not None]
+    if gaps:
+        results.append(claim("R3", f"smallest ACM - static accuracy gap (pp) at beta in {list(claims.r3_betas)}",
+                             min(gaps), ">=", claims.r3_min_gap_pp))
+    results.append(claim("R4", "largest |realised compute - beta_target| over the budgets",
+                         max(abs(r["compute"] - r["beta_target"]) for r in acm_rows), "<=", claims.r4_tolerance))
+    if foreground is not None:
+        aurocs = [foreground_auroc(maps_by_beta[b], foreground) for b in claims.r5_betas]
+        results.append(claim("R5", f"smallest AUROC of per-patch compute for the foreground at beta in {list(claims.r5_betas)}",
+                             min(aurocs), ">=", claims.r5_min_auroc))
+    return results
