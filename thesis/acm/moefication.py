@@ -16,7 +16,7 @@ curve by sweeping k (`evaluate_topk`).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -114,27 +114,27 @@ class MoEfiedMLP(nn.Module):
         if not isinstance(mlp.act, nn.ReLU) or not isinstance(mlp.norm, nn.Identity):
             raise ValueError("MoEfication needs a ReLU Mlp without hidden norm: call relufy first")
         labels = torch.as_tensor(np.asarray(clusters), dtype=torch.long)
-        self.num_experts = int(labels.max()) + 1
+        sizes = torch.bincount(labels)
+        if not torch.all(sizes == sizes[0]):
+            raise ValueError(f"experts must have equal sizes, got {sizes.tolist()}")
+        self.num_experts, size = len(sizes), int(sizes[0])
         order = torch.argsort(labels, stable=True)  # neurons grouped by expert
-        size = len(labels) // self.num_experts
         fc1, fc2 = mlp.fc1, mlp.fc2
         d_in, d_out = fc1.in_features, fc2.out_features
-        with torch.no_grad():
+        with torch.no_grad():  # indexing copies, so the experts share no storage with the Mlp
             b1 = fc1.bias if fc1.bias is not None else fc1.weight.new_zeros(fc1.out_features)
             b2 = fc2.bias if fc2.bias is not None else fc2.weight.new_zeros(d_out)
-            self.w1 = nn.Parameter(fc1.weight[order].reshape(self.num_experts, size, d_in).clone())
-            self.b1 = nn.Parameter(b1[order].reshape(self.num_experts, size).clone())
-            self.w2 = nn.Parameter(fc2.weight[:, order].reshape(d_out, self.num_experts, size).transpose(0, 1).clone())
-            self.b2 = nn.Parameter(b2.clone())
+            self.w1 = nn.Parameter(fc1.weight[order].reshape(self.num_experts, size, d_in))
+            self.b1 = nn.Parameter(b1[order].reshape(self.num_experts, size))
+            w2 = fc2.weight[:, order].reshape(d_out, self.num_experts, size)
+            self.w2 = nn.Parameter(w2.transpose(0, 1).contiguous())
+        self.b2 = nn.Parameter(b2.clone())
         self.act, self.drop1, self.drop2 = mlp.act, mlp.drop1, mlp.drop2
-        self.router = nn.Sequential(nn.Linear(d_in, router_hidden, bias=False), nn.Tanh(),
-                                    nn.Linear(router_hidden, self.num_experts, bias=False))
+        like = {"dtype": fc1.weight.dtype, "device": fc1.weight.device}
+        self.router = nn.Sequential(nn.Linear(d_in, router_hidden, bias=False, **like), nn.Tanh(),
+                                    nn.Linear(router_hidden, self.num_experts, bias=False, **like))
         self.k = self.num_experts
         self.last_dispatch: Tensor | None = None
-
-    @property
-    def expert_size(self) -> int:
-        return self.w1.shape[1]
 
     @property
     def experts_per_token(self) -> Tensor:
@@ -214,7 +214,7 @@ def router_loss(mlp: MoEfiedMLP, x: Tensor) -> Tensor:
 
 @contextmanager
 def record_inputs(layers: dict[str, MoEfiedMLP]) -> Iterator[dict[str, Tensor]]:
-    """Inputs of every MoEfied layer during the forward passes run inside the block."""
+    """Inputs of every MoEfied layer (by path) in the forward passes run inside the `with` block."""
     inputs: dict[str, Tensor] = {}
 
     def hook(name: str):
@@ -231,11 +231,11 @@ def record_inputs(layers: dict[str, MoEfiedMLP]) -> Iterator[dict[str, Tensor]]:
 
 
 class MoEficationRouterModule(SupervisedModule):
-    """Router training (MoEfication stage 3): only routers learn, on the sum over layers of
+    """Router training (MoEfication's last step): only routers learn, on the sum over layers of
     `router_loss`; the rest of the model is frozen and runs in eval mode.
 
     Training inputs are those of the dense ReLU model (every layer at k = E), as the official code
-    fits routers to the dense model's hidden states. Validation and test run the model at the
+    fits routers to the dense model's hidden states; `train/acc` is therefore the dense accuracy. Validation and test run the model at the
     layers' current k, so `val/acc` is the top-k accuracy; their router loss is on those inputs.
     Logs `<split>/router_loss` next to the base class's loss and accuracy.
     """
@@ -252,12 +252,9 @@ class MoEficationRouterModule(SupervisedModule):
     def loss_and_logits(self, batch):
         x, _ = batch
         self.model.eval()
-        with torch.no_grad(), record_inputs(self.layers) as inputs:
-            if self.training:
-                with top_k(self.layers, None):
-                    logits = self.model(x)
-            else:
-                logits = self.model(x)
+        routing = top_k(self.layers, None) if self.training else nullcontext()
+        with torch.no_grad(), routing, record_inputs(self.layers) as inputs:
+            logits = self.model(x)
         loss = torch.stack([router_loss(layer, inputs[name]) for name, layer in self.layers.items()]).sum()
         return loss, logits, {"router_loss": loss}
 

@@ -15,10 +15,12 @@ import copy
 import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from torch import nn
 from sklearn.metrics import roc_auc_score
 
 from thesis.acm.convert import acmize_vit, set_forced_learners
 from thesis.acm.evaluation import evaluate_classifier
+from thesis.acm.moefication import MoEficationRouterModule, evaluate_topk, moefy, relufy
 from thesis.acm.stages import ACMTrainModule, DistillationModule, GatePretrainModule
 from thesis.core.claims import claim, claim_metrics
 from thesis.core.modules import ClassificationModule
@@ -57,6 +59,11 @@ def example_maps(datamodule, maps_by_beta: dict, betas, count: int) -> list[dict
     return rows
 
 
+def _trainable_copy(model: nn.Module) -> nn.Module:
+    """A copy with every parameter trainable again (stages 1-2 freeze the base and the learners)."""
+    return copy.deepcopy(model).requires_grad_(True)
+
+
 def _fit(module, datamodule, cfg: DictConfig, run: RunDir, stage: str, epochs: int) -> None:
     """One stage, at its own batch size when `method.batch_sizes.<stage kind>` says so."""
     sizes = cfg.method.get("batch_sizes") or {}
@@ -90,7 +97,7 @@ def run_acm_comparison(cfg: DictConfig, run: RunDir) -> dict[str, object]:
     maps_by_beta = {}
     for beta in method.acm.betas:
         seed_everything(cfg.seed)
-        model = copy.deepcopy(converted)
+        model = _trainable_copy(converted)
         _fit(ACMTrainModule(model, beta_target=beta, **method.acm.stage3), datamodule, cfg, run,
              f"acm_stage3_beta{beta:g}", method.epochs.acm_stage3)
         row, maps_by_beta[beta] = evaluate_classifier(model, test, "acm", f"beta={beta:g}", maps=True)
@@ -98,11 +105,14 @@ def run_acm_comparison(cfg: DictConfig, run: RunDir) -> dict[str, object]:
 
     for k in method.static.learners:
         seed_everything(cfg.seed)
-        model = copy.deepcopy(converted)
+        model = _trainable_copy(converted)
         set_forced_learners(model, k)
         _fit(ClassificationModule(model, **method.static.optim), datamodule, cfg, run, f"static_k{k}",
              method.epochs.static)
         rows.append(evaluate_classifier(model, test, "acm_static", f"k={k}")[0])
+
+    if method.epochs.moefication_relu + method.epochs.moefication_router > 0:
+        rows += run_moefication(base, datamodule, cfg, run)
 
     run.write_table("cost_vs_acc", rows)
     metrics: dict[str, object] = {}
@@ -120,6 +130,20 @@ def run_acm_comparison(cfg: DictConfig, run: RunDir) -> dict[str, object]:
         run.write_table("claims", results)
         metrics.update(claim_metrics(results))
     return metrics
+
+
+def run_moefication(base, datamodule, cfg: DictConfig, run: RunDir) -> list[dict]:
+    """MoEfication from the same base: ReLU fine-tuning, balanced expert split, router training,
+    then one evaluation per number of experts k (one training, many points)."""
+    settings, epochs = cfg.method.moefication, cfg.method.epochs
+    seed_everything(cfg.seed)
+    model = relufy(_trainable_copy(base))
+    _fit(ClassificationModule(model, lr=settings.relu_lr), datamodule, cfg, run, "moefication_relu",
+         epochs.moefication_relu)
+    moefy(model, settings.num_experts, settings.router_hidden, seed=cfg.seed)
+    _fit(MoEficationRouterModule(model, lr=settings.router_lr), datamodule, cfg, run, "moefication_router",
+         epochs.moefication_router)
+    return evaluate_topk(model, datamodule.test_dataloader(), settings.ks)
 
 
 def patch_compute(maps_by_beta: dict, foreground) -> list[dict]:
