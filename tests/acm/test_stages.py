@@ -1,0 +1,72 @@
+"""The three ACM stages: what each trains, what stage 1 and 2 regress, and stage 3's losses."""
+
+import copy
+
+import pytest
+import torch
+
+from thesis.acm.convert import acmize_vit, acms
+from thesis.acm.stages import ACMTrainModule, DistillationModule, GatePretrainModule, TargetRecorder
+
+timm = pytest.importorskip("timm")
+
+
+@pytest.fixture
+def pair():
+    torch.manual_seed(0)
+    base = timm.create_model("vit_tiny_patch16_224", img_size=16, patch_size=4, in_chans=1, embed_dim=16,
+                             depth=2, num_heads=2, num_classes=10).eval()
+    converted = copy.deepcopy(base)
+    acmize_vit(converted, num_learners=4)
+    return base, converted
+
+
+def test_recorder_reads_the_original_modules(pair):
+    base, converted = pair
+    x = torch.rand(3, 1, 16, 16)
+    records = TargetRecorder(base, acms(converted))(x)
+    assert set(records) == set(acms(converted))
+    z, o = records["blocks.1.attn.qkv.k"]
+    assert torch.allclose(o, base.blocks[1].attn.qkv(z)[..., 16:32])
+    z, o = records["blocks.0.mlp"]
+    assert torch.allclose(o, base.blocks[0].mlp(z))
+
+
+def test_stage_one_trains_learners_only_and_learns(pair):
+    base, converted = pair
+    stage = DistillationModule(base, converted, lr=1e-2)
+    learner_ids = {id(p) for acm in acms(converted).values() for p in acm.learners.parameters()}
+    assert {id(p) for p in stage.trainable()} == learner_ids
+    optimizer = stage.configure_optimizers()
+    x = torch.rand(8, 1, 16, 16)
+    first = stage._mean_loss((x, None)).item()
+    for _ in range(30):
+        optimizer.zero_grad()
+        stage._mean_loss((x, None)).backward()
+        optimizer.step()
+    assert stage._mean_loss((x, None)).item() < 0.5 * first
+    assert not any(p.requires_grad for p in base.parameters())
+
+
+def test_stage_two_trains_gates_on_labels(pair):
+    base, converted = pair
+    stage = GatePretrainModule(base, converted, lr=1e-2)
+    ids = {id(p) for p in stage.trainable()}
+    gate_ids = {id(p) for acm in acms(converted).values() for p in acm.gate.parameters()}
+    assert ids == gate_ids
+    assert not any(p.requires_grad for acm in acms(converted).values() for p in acm.learners.parameters())
+    z, o = TargetRecorder(base, acms(converted))(torch.rand(2, 1, 16, 16))["blocks.0.mlp"]
+    labels = stage.labels(acms(converted)["blocks.0.mlp"], z, o)
+    assert labels.shape == z.shape[:-1] and labels.min() >= 0 and labels.max() <= 4
+
+
+def test_stage_three_losses_and_budget(pair):
+    _, converted = pair
+    module = ACMTrainModule(converted.train(), beta_target=0.5)
+    x, y = torch.rand(4, 1, 16, 16), torch.randint(0, 10, (4,))
+    loss, logits, extra = module.loss_and_logits((x, y))
+    assert logits.shape == (4, 10) and torch.isfinite(loss)
+    assert 0 <= extra["compute"].item() <= 1
+    loss.backward()
+    gate = acms(converted)["blocks.0.mlp"].gate[0].weight
+    assert gate.grad is not None and gate.grad.abs().sum() > 0
