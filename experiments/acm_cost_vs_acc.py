@@ -13,7 +13,8 @@ from thesis.core.plotting import FLOPS_NOTE, new_figure, save_figure
 KIND = "figure"
 INPUTS = ("acm_mini/cost_vs_acc.csv",)
 STYLE = {"acm": ("o-", "ACM (beta_target)"), "acm_static": ("s--", "static width (k learners)"),
-         "moefication": ("^-.", "MoEfication (top-k experts)"), "dense": ("*", "dense ViT")}
+         "moefication": ("^-.", "MoEfication (top-k experts)"), "acm_stage1": ("x:", "ACM after stage 1 (k learners)"),
+         "dense": ("*", "dense ViT")}
 
 
 def render(results: Path) -> list[Path]:

@@ -91,6 +91,10 @@ def run_acm_comparison(cfg: DictConfig, run: RunDir) -> dict[str, object]:
     acmize_vit(converted, **method.acm.convert)
     _fit(DistillationModule(base, converted, **method.acm.stage1), datamodule, cfg, run, "acm_stage1",
          method.epochs.acm_stage1)
+    for k in range(1, method.acm.convert.num_learners + 1):  # the thesis's stage-1 sanity check
+        set_forced_learners(converted, k)
+        rows.append(evaluate_classifier(converted, test, "acm_stage1", f"k={k}")[0])
+    set_forced_learners(converted, None)
     _fit(GatePretrainModule(base, converted, **method.acm.stage2), datamodule, cfg, run, "acm_stage2",
          method.epochs.acm_stage2)
 
