@@ -20,7 +20,10 @@ from sklearn.metrics import roc_auc_score
 
 from thesis.acm.convert import acmize_vit, set_forced_learners
 from thesis.acm.evaluation import evaluate_classifier
+from thesis.acm.avit import AViT, AViTModule
+from thesis.acm.avit import evaluate as evaluate_avit
 from thesis.acm.moefication import MoEficationRouterModule, evaluate_topk, moefy, relufy
+from thesis.acm.ztw import ZTW, ZTWEnsembleModule, ZTWHeadsModule, evaluate_thresholds
 from thesis.acm.stages import ACMTrainModule, DistillationModule, GatePretrainModule
 from thesis.core.claims import claim, claim_metrics
 from thesis.core.modules import ClassificationModule
@@ -117,6 +120,10 @@ def run_acm_comparison(cfg: DictConfig, run: RunDir) -> dict[str, object]:
 
     if method.epochs.moefication_relu + method.epochs.moefication_router > 0:
         rows += run_moefication(base, datamodule, cfg, run)
+    if method.epochs.get("ztw_heads", 0) > 0:
+        rows += run_ztw(base, datamodule, cfg, run)
+    if method.epochs.get("avit", 0) > 0:
+        rows += run_avit(base, datamodule, cfg, run)
 
     run.write_table("cost_vs_acc", rows)
     metrics: dict[str, object] = {}
@@ -148,6 +155,30 @@ def run_moefication(base, datamodule, cfg: DictConfig, run: RunDir) -> list[dict
     _fit(MoEficationRouterModule(model, lr=settings.router_lr), datamodule, cfg, run, "moefication_router",
          epochs.moefication_router)
     return evaluate_topk(model, datamodule.test_dataloader(), settings.ks)
+
+
+def run_ztw(base, datamodule, cfg: DictConfig, run: RunDir) -> list[dict]:
+    """Zero Time Waste on the frozen base: cascading heads, then geometric ensembles, then
+    confidence exits at every threshold (one training, many points)."""
+    settings, epochs = cfg.method.ztw, cfg.method.epochs
+    seed_everything(cfg.seed)
+    model = ZTW(_trainable_copy(base), head_hidden=settings.head_hidden, head_layers=settings.head_layers)
+    _fit(ZTWHeadsModule(model, lr=settings.lr), datamodule, cfg, run, "ztw_heads", epochs.ztw_heads)
+    _fit(ZTWEnsembleModule(model, lr=settings.lr), datamodule, cfg, run, "ztw_ensembles", epochs.ztw_ensembles)
+    return evaluate_thresholds(model, datamodule.test_dataloader(), settings.thresholds)
+
+
+def run_avit(base, datamodule, cfg: DictConfig, run: RunDir) -> list[dict]:
+    """A-ViT fine-tuned from the base once per target depth (the budget knob of the thesis's runs)."""
+    settings, rows = cfg.method.avit, []
+    for depth in settings.target_depths:
+        seed_everything(cfg.seed)
+        model = AViT(_trainable_copy(base), target_depth=depth, gate_scale=settings.gate_scale,
+                     gate_center=settings.gate_center)
+        _fit(AViTModule(model, lr=settings.lr, ponder_weight=settings.ponder_weight, prior_weight=settings.prior_weight),
+             datamodule, cfg, run, f"avit_depth{depth}", cfg.method.epochs.avit)
+        rows += evaluate_avit(model, datamodule.test_dataloader())
+    return rows
 
 
 def patch_compute(maps_by_beta: dict, foreground) -> list[dict]:
