@@ -194,8 +194,8 @@ CTC_ALPHABET = "abcdefghijklmnopqrstuvwxyzáéíóúñü'"
 
 @fixture("hf_wav2vec2_tiny")
 def hf_wav2vec2_tiny(out: Path) -> None:
-    """A random-init 2-layer Wav2Vec2ForCTC (hidden 32, XLS-R's layer-norm variant) with a
-    character CTC tokenizer (Spanish letters, "|" between words, "<pad>" = blank) and a
+    """A random-init 2-layer Wav2Vec2ForCTC (hidden 32, XLS-R's layer-norm variant, one frame per 40
+    samples so the fixture's fastest sentences still fit CTC) with a character CTC tokenizer (Spanish letters, "|" between words, "<pad>" = blank) and a
     feature extractor, saved with `save_pretrained` so `Wav2Vec2Processor.from_pretrained(out)`
     and `Wav2Vec2ForCTC.from_pretrained(out)` load offline."""
     import json
@@ -211,8 +211,8 @@ def hf_wav2vec2_tiny(out: Path) -> None:
                                          do_normalize=True, return_attention_mask=True)
     Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(out)
     config = Wav2Vec2Config(vocab_size=len(vocab), pad_token_id=vocab["<pad>"], hidden_size=32, num_hidden_layers=2,
-                            num_attention_heads=2, intermediate_size=64, conv_dim=(32, 32), conv_kernel=(10, 3),
-                            conv_stride=(5, 2), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+                            num_attention_heads=2, intermediate_size=64, conv_dim=(32, 32), conv_kernel=(10, 8),
+                            conv_stride=(10, 4), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
                             feat_extract_norm="layer", do_stable_layer_norm=True, ctc_loss_reduction="mean",
                             mask_time_prob=0.0)
     with _seeded_torch():
