@@ -1,7 +1,8 @@
 """Sec. 3.1 miniature, analogue of thesis Figs. 3.2 / 3.7: where an ACM model spends compute.
 
 Test images (top) and the fraction of the ACMs' learner cost each 4x4 patch used (bottom), for
-the first seed, at each budget listed in the claims (R5).
+the first seed, at each budget listed in the claims (R5); one figure per recipe with results
+(`acm_compute_maps` for `acm_mini`, `acm_compute_maps_e30` for `acm_mini_e30`).
 """
 
 from pathlib import Path
@@ -13,6 +14,7 @@ from thesis.core.plotting import new_figure, save_figure
 
 KIND = "figure"
 INPUTS = ("acm_mini/example_maps.csv",)
+OPTIONAL = ("acm_mini_e30/example_maps.csv",)
 
 
 def _grid(part: pd.DataFrame) -> np.ndarray:
@@ -20,11 +22,18 @@ def _grid(part: pd.DataFrame) -> np.ndarray:
 
 
 def render(results: Path) -> list[Path]:
-    maps = pd.read_csv(results / INPUTS[0])
+    written = []
+    for name, figure_id in zip(INPUTS + OPTIONAL, ("acm_compute_maps", "acm_compute_maps_e30")):
+        if (results / name).is_file():
+            written += _render_one(pd.read_csv(results / name), results, figure_id)
+    return written
+
+
+def _render_one(maps: pd.DataFrame, results: Path, figure_id: str) -> list[Path]:
     maps = maps[maps.seed == maps.seed.min()]
     betas = sorted(maps.beta_target.unique())
     samples = sorted(maps["sample"].unique())
-    fig, axes = new_figure(1.1 * len(samples), 1.2 * (1 + len(betas)))
+    fig, axes = new_figure(1.1 * len(samples), 1.2 * (1 + len(betas)), ncols=1)
     axes.remove()
     grid = fig.subplots(1 + len(betas), len(samples), squeeze=False)
     first = maps[maps.beta_target == betas[0]]
@@ -41,4 +50,4 @@ def render(results: Path) -> list[Path]:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(shown, ax=grid[1:, :], shrink=0.8, label="compute fraction")
-    return save_figure(fig, results, "acm_compute_maps")
+    return save_figure(fig, results, figure_id)
