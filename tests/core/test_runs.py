@@ -101,3 +101,25 @@ def test_smoke_block_merges_keys_and_replaces_targets():
         apply_scale(cfg)
     cfg.scale.name = "paper"
     assert "smoke" not in apply_scale(cfg)
+
+
+def test_fit_trains_a_model_that_arrives_in_eval_mode(compose_experiment, tmp_path):
+    from torch import nn
+
+    from thesis.core.data import DigitsDataModule
+    from thesis.core.modules import ClassificationModule
+    from thesis.core.rundir import RunDir
+    from thesis.core.train import fit
+
+    modes = []
+
+    class Probe(nn.Linear):
+        def forward(self, x):
+            modes.append(self.training)
+            return super().forward(x)
+
+    module = ClassificationModule(Probe(64, 10).eval())
+    cfg = compose_experiment(EXPERIMENT)
+    fit(module, DigitsDataModule(limit=64), cfg, RunDir(tmp_path / "run"), test=False, max_epochs=1,
+        limit_val_batches=0)
+    assert modes and all(modes)

@@ -78,6 +78,10 @@ def fit(
     Metrics are Lightning's `callback_metrics` after fit (and test, if asked), as floats.
     """
     trainer = build_trainer(cfg, run, stage, **trainer_overrides)
+    # Lightning keeps the mode a module arrives in; a model copied from one that was evaluated
+    # would otherwise train in eval mode (no dropout, no sampling gates). Modules that keep a
+    # frozen part in eval mode do so in their own `train()`.
+    module.train()
     last = run.checkpoint_dir / stage / "last.ckpt"
     if last.is_file():
         log.info("resuming stage %r from %s", stage, last)
