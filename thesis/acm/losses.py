@@ -6,10 +6,10 @@ list of per-ACM straight-through choice one-hots (B, S, C) and `learner_costs` t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
-
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -91,3 +91,26 @@ def dispersion_loss(per_sample: Tensor, sign: Literal["code", "printed"] = "code
     """
     spread = (per_sample.unsqueeze(0) - per_sample.unsqueeze(1)).abs().mean()
     return scale * (-spread if sign == "code" else spread)
+
+
+@dataclass
+class ComputeObjective:
+    """alpha_b L_b + alpha_e L_e + alpha_d L_d of eq. 3.12 (task-agnostic: added to any task loss).
+
+    Called with the ACMs' choice one-hots and the per-sample compute fractions; returns the
+    weighted sum and the terms to log.
+    """
+
+    beta_target: float
+    alpha_b: float = 0.1
+    alpha_e: float = 0.05
+    alpha_d: float = 0.05
+    dispersion_sign: Literal["code", "printed"] = "code"
+    dispersion_scale: float = 1.0
+
+    def __call__(self, onehots: Sequence[Tensor], fraction: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        l_b = budget_loss(fraction, self.beta_target)
+        l_e = entropy_loss(onehots)
+        l_d = dispersion_loss(fraction, self.dispersion_sign, self.dispersion_scale)
+        total = self.alpha_b * l_b + self.alpha_e * l_e + self.alpha_d * l_d
+        return total, {"compute": fraction.mean(), "budget_loss": l_b, "entropy_loss": l_e, "dispersion_loss": l_d}

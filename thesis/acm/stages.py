@@ -16,11 +16,9 @@ from torch import Tensor, nn
 
 from thesis.acm.convert import acms
 from thesis.acm.losses import (
-    budget_loss,
+    ComputeObjective,
     compute_fraction,
-    dispersion_loss,
     distillation_loss,
-    entropy_loss,
     gate_labels,
     gate_pretraining_loss,
 )
@@ -165,9 +163,7 @@ class ACMTrainModule(SupervisedModule):
     def __init__(self, model: nn.Module, beta_target: float, alpha_b: float = 0.1, alpha_e: float = 0.05,
                  alpha_d: float = 0.05, dispersion_sign: str = "code", dispersion_scale: float = 1.0, **optim):
         super().__init__(model, **optim)
-        self.beta_target = beta_target
-        self.alpha_b, self.alpha_e, self.alpha_d = alpha_b, alpha_e, alpha_d
-        self.dispersion_sign, self.dispersion_scale = dispersion_sign, dispersion_scale
+        self.objective = ComputeObjective(beta_target, alpha_b, alpha_e, alpha_d, dispersion_sign, dispersion_scale)
         self.acm_modules = acms(model)
 
     def configure_optimizers(self):
@@ -182,12 +178,6 @@ class ACMTrainModule(SupervisedModule):
     def loss_and_logits(self, batch):
         x, y = batch
         logits = self.model(x)
-        fraction = self.compute()
-        onehots = [m.last_choice.onehot for m in self.acm_modules.values()]
-        l_b = budget_loss(fraction, self.beta_target)
-        l_e = entropy_loss(onehots)
-        l_d = dispersion_loss(fraction, self.dispersion_sign, self.dispersion_scale)
+        aux, terms = self.objective([m.last_choice.onehot for m in self.acm_modules.values()], self.compute())
         task = torch.nn.functional.cross_entropy(logits, y)
-        loss = task + self.alpha_b * l_b + self.alpha_e * l_e + self.alpha_d * l_d
-        return loss, logits, {"compute": fraction.mean(), "budget_loss": l_b, "entropy_loss": l_e,
-                              "dispersion_loss": l_d, "task_loss": task}
+        return task + aux, logits, {**terms, "task_loss": task}

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from thesis.acm.convert import acm_for, acms
-from thesis.acm.losses import budget_loss, compute_fraction, dispersion_loss, entropy_loss
+from thesis.acm.losses import ComputeObjective, compute_fraction
 from thesis.acm.module import ACM
 from thesis.core.flops import FlopCounter
 from thesis.core.modules import SupervisedModule
@@ -181,9 +181,7 @@ class ACMCTCModule(CTCModule):
                  alpha_e: float = 0.05, alpha_d: float = 0.05, dispersion_sign: str = "code",
                  dispersion_scale: float = 1.0, **optim: Any):
         super().__init__(model, tokenizer, **optim)
-        self.beta_target = beta_target
-        self.alpha_b, self.alpha_e, self.alpha_d = alpha_b, alpha_e, alpha_d
-        self.dispersion_sign, self.dispersion_scale = dispersion_sign, dispersion_scale
+        self.objective = ComputeObjective(beta_target, alpha_b, alpha_e, alpha_d, dispersion_sign, dispersion_scale)
         self.acm_modules = acms(model)
 
     def configure_optimizers(self):
@@ -207,10 +205,5 @@ class ACMCTCModule(CTCModule):
     def loss_and_logits(self, batch: SpeechBatch) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         task, logits, _ = super().loss_and_logits(batch)
         mask = frame_mask(frame_lengths(self.model, batch.attention_mask), logits.shape[1]).to(logits.dtype)
-        fraction = self.compute(mask)
-        l_b = budget_loss(fraction, self.beta_target)
-        l_e = entropy_loss(self.masked_onehots(mask))
-        l_d = dispersion_loss(fraction, self.dispersion_sign, self.dispersion_scale)
-        loss = task + self.alpha_b * l_b + self.alpha_e * l_e + self.alpha_d * l_d
-        return loss, logits, {"compute": fraction.mean(), "budget_loss": l_b, "entropy_loss": l_e,
-                              "dispersion_loss": l_d, "task_loss": task}
+        aux, terms = self.objective(self.masked_onehots(mask), self.compute(mask))
+        return task + aux, logits, {**terms, "task_loss": task}
