@@ -71,7 +71,12 @@ def _freeze(module: nn.Module) -> nn.Module:
 
 
 class _ModuleWiseStage(L.LightningModule):
-    """Shared by stages 1 and 2: a frozen original model feeding every ACM its own targets."""
+    """Shared by stages 1 and 2: a frozen original model feeding every ACM its own targets.
+
+    Subclasses set `loss_name`, the name their mean loss is logged under.
+    """
+
+    loss_name: str
 
     def __init__(self, original: nn.Module, model: nn.Module, lr: float):
         super().__init__()
@@ -94,6 +99,14 @@ class _ModuleWiseStage(L.LightningModule):
     def configure_optimizers(self):
         return torch.optim.Adam(self.trainable(), lr=self.lr)
 
+    def training_step(self, batch, batch_idx):
+        loss = self._mean_loss(batch)
+        self.log(f"train/{self.loss_name}", loss, prog_bar=True, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.log(f"val/{self.loss_name}", self._mean_loss(batch), on_step=False, on_epoch=True)
+
 
 class DistillationModule(_ModuleWiseStage):
     """Stage 1: every learner prefix of every ACM regresses the replaced module's output (eq. 3.3).
@@ -101,6 +114,8 @@ class DistillationModule(_ModuleWiseStage):
     `distill_grad="joint"` (thesis) trains all prefixes jointly; "residual" fits learner n to what
     learners 1..n-1 left (the official code's effective behaviour).
     """
+
+    loss_name = "distill_loss"
 
     def __init__(self, original: nn.Module, model: nn.Module, lr: float = 1e-3, distill_grad: str = "joint"):
         super().__init__(original, model, lr)
@@ -112,18 +127,12 @@ class DistillationModule(_ModuleWiseStage):
     def trainable(self) -> list[nn.Parameter]:
         return [p for acm in self.acm_modules.values() for p in acm.learners.parameters()]
 
-    def training_step(self, batch, batch_idx):
-        loss = self._mean_loss(batch)
-        self.log("train/distill_loss", loss, prog_bar=True, on_step=False, on_epoch=True)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        self.log("val/distill_loss", self._mean_loss(batch), on_step=False, on_epoch=True)
-
 
 class GatePretrainModule(_ModuleWiseStage):
     """Stage 2: gates learn, by cross-entropy (eq. 3.6), the labels of eq. 3.5 made from the frozen
     learners' distances to the original output (eq. 3.4)."""
+
+    loss_name = "gate_loss"
 
     def __init__(self, original: nn.Module, model: nn.Module, lr: float = 1e-2, tau: float = 1 / 1.2,
                  label_offset: int = 0):
@@ -145,13 +154,6 @@ class GatePretrainModule(_ModuleWiseStage):
     def trainable(self) -> list[nn.Parameter]:
         return [p for acm in self.acm_modules.values() for p in acm.gate.parameters()]
 
-    def training_step(self, batch, batch_idx):
-        loss = self._mean_loss(batch)
-        self.log("train/gate_loss", loss, prog_bar=True, on_step=False, on_epoch=True)
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        self.log("val/gate_loss", self._mean_loss(batch), on_step=False, on_epoch=True)
 
 
 class ACMTrainModule(SupervisedModule):

@@ -56,7 +56,11 @@ def acmize_wav2vec2(model: nn.Module, num_learners: int = 4, learner_act: str = 
 
     Works on `Wav2Vec2ForCTC` and `Wav2Vec2Model`, either layer-norm variant. Paths name where
     the feed-forwards lived ("wav2vec2.encoder.layers.3.feed_forward") so stage 1 records there.
+    LayerDrop is switched off: a skipped layer's ACM would keep the previous step's choices, and
+    stage 3's compute losses would count them.
     """
+    if hasattr(model, "config") and hasattr(model.config, "layerdrop"):
+        model.config.layerdrop = 0.0
     targets = [(path, module) for path, module in model.named_modules() if _is_feed_forward(module)]
     if not targets:
         raise ValueError(f"{type(model).__name__} has no Wav2Vec2FeedForward to replace")
