@@ -6,7 +6,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 MINI_SEEDS ?= 0,1,2
 
-.PHONY: help install demo test test-slow smoke mini collect figures tables index results fig-acm-tradeoff bench-acm bench-figures clean-outputs
+.PHONY: help install demo test test-slow reliability smoke mini collect figures tables index results fig-acm-tradeoff bench-acm bench-figures clean-outputs
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -15,7 +15,7 @@ help: ## list the targets
 	python3 -m venv .venv
 
 install: .venv ## create .venv and install the package with its pinned torch stack (~3 min)
-	$(PIP) install -q torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0 -e ".[audio,dev]"
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1 torchaudio==2.11.0 -e ".[audio,dev,peft]"
 
 demo: ## run the embedded default experiment (Chapter 2 miniature, ~1 min on 2 cores)
 	$(PYTHON) -m thesis.run experiment=condcomp_mini
@@ -25,6 +25,9 @@ test: ## the default test suite (CPU, offline, < 10 min)
 
 test-slow: ## the tests marked slow
 	$(PYTHON) -m pytest -q -m slow
+
+reliability: ## DDP, submitit sweeps, kill/resume, atomic writes and bad input, end to end; prints a table (~5 min)
+	$(PYTHON) scripts/reliability.py
 
 smoke: ## every experiment at scale=smoke, through the launcher
 	@for e in $$($(PYTHON) -c "from thesis.core.compose import experiments; print(' '.join(experiments()))"); do \

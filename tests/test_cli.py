@@ -23,10 +23,14 @@ def test_help_lists_every_experiment():
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["experiment=condcomp_dense_digits", "foo=1"], "unknown config key 'foo'; valid keys there: data,"),
+        (["experiment=condcomp_dense_digits", "foo=1"], "unknown config key 'foo'; valid keys there: checkpoint_every_n_steps, data,"),
         (["experiment=condcomp_dense_digits", "model.hiddn=3"], "unknown config key 'model.hiddn'; valid keys there: _target_, hidden,"),
         (["experiment=condcomp_dense_digits", "model=nope"], "model=nope does not exist; valid model options: "),
         (["experiment=nope"], "experiment=nope does not exist; valid experiment options: "),
+        (["experiment=condcomp_dense_digits", "trainer.max_epochs=abc"],
+         "trainer.max_epochs='abc' has the wrong type (Value 'abc' of type 'str' could not be converted to Integer): "
+         "set trainer.max_epochs to an integer"),
+        (["experiment=condcomp_dense_digits", "seed=x"], "seed='x' has the wrong type"),
         ([], "no experiment chosen: add experiment=<name>, one of "),
     ],
 )

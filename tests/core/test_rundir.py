@@ -64,3 +64,36 @@ def test_atomic_write_gives_ordinary_permissions(tmp_path):
     os.umask(mask)
     target = atomic_write_text(tmp_path / "m.json", "{}")
     assert target.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+WRITER = """
+import sys
+from thesis.core.io import atomic_write_json
+
+for version in range(10**6):
+    atomic_write_json(sys.argv[1], {"version": version, "padding": "x" * 2_000_000})
+"""
+
+
+def test_writer_killed_mid_write_leaves_a_whole_file_or_none(tmp_path):
+    """SIGKILL a process that rewrites a 2 MB metrics.json in a loop, at several moments: the
+    file is always absent or complete JSON, never a prefix."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    target = tmp_path / "metrics.json"
+    versions = []
+    for delay in (0.05, 0.3, 0.6, 0.9, 1.2):
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(target)])
+        time.sleep(delay)
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        if target.exists():
+            data = json.loads(target.read_text())
+            assert len(data["padding"]) == 2_000_000
+            versions.append(data["version"])
+    assert versions, "no write finished before the kills; lengthen the delays"
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == ["metrics.json"]

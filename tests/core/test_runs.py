@@ -67,13 +67,65 @@ def test_nan_loss_stops_with_step(compose_experiment, tmp_path, monkeypatch):
     assert not (run_dir(tmp_path) / "metrics.json").exists()
 
 
-def test_gpu_setting_on_cpu_machine_names_the_fix(compose_experiment):
+@pytest.mark.parametrize("hardware", ["gpu", "ddp", "fsdp"])
+def test_gpu_setting_on_cpu_machine_names_the_fix(compose_experiment, tmp_path, hardware):
     from thesis.core.errors import DeviceError
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     with pytest.raises(DeviceError, match="use hardware=cpu"):
-        run_once(compose_experiment, "hardware=gpu")
+        run_once(compose_experiment, f"hardware={hardware}")
+    assert not (tmp_path / "outputs").exists()  # refused before the run directory was made
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seed=x", r"seed='x' has the wrong type .*: set seed to an integer"),
+        ("trainer.max_epochs=abc", r"trainer.max_epochs='abc' has the wrong type .*: set trainer.max_epochs to an integer"),
+        ("trainer.limit_train_batches=half", r"limit_train_batches='half' .*: set trainer.limit_train_batches to a number"),
+        ("force=maybe", r"force='maybe' has the wrong type .*: set force to true or false"),
+        ("+trainer.max_epoch=3", r"trainer.max_epoch is not an argument of lightning.Trainer: remove it or fix its name"),
+    ],
+)
+def test_wrong_type_names_key_and_type(compose_experiment, tmp_path, override, message):
+    from thesis.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        run_once(compose_experiment, override)
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_missing_dataset_names_the_prepare_script(compose_experiment, tmp_path):
+    name = "condcomp_token_drop_vitb"
+    cfg = compose_experiment(name, "model.pretrained=false", f"paths.data_dir={tmp_path / 'data'}", scale="paper")
+    with pytest.raises(DataNotFoundError, match=r"imagenet/train not found: run `python scripts/prepare_imagenet.py "
+                                                r"--src <ILSVRC2012 folder> --out .*data/imagenet`"):
+        execute(cfg, name)
+
+
+@pytest.mark.parametrize(
+    ("override", "scale", "message"),
+    [
+        ("model.checkpoint={tmp}/none/model.safetensors", "paper", r"none/model.safetensors not found: check model.checkpoint"),
+        ("+model.embed_dim=64", "smoke", r"made for another architecture than vit_tiny_patch16_224 \(shape cls_token"),
+    ],
+)
+def test_bad_weights_name_the_file_through_hydra_instantiate(compose_experiment, tmp_path, override, scale, message):
+    """Errors raised while Hydra instantiates the model come out as the project's own error."""
+    from thesis.core.errors import CheckpointError
+
+    name = "condcomp_token_drop_vitb"
+    with pytest.raises(CheckpointError, match=message):
+        execute(compose_experiment(name, override.format(tmp=tmp_path), scale=scale), name)
+
+
+def test_other_ranks_compute_but_write_no_run_files(compose_experiment, tmp_path, monkeypatch):
+    """A process that is not rank 0 of a distributed run (Lightning's `ddp` children, SLURM tasks)."""
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert "test/acc" in run_once(compose_experiment)
+    written = {p.name for p in run_dir(tmp_path).iterdir()}
+    assert not written & {"config.yaml", "provenance.json", "metrics.json"}
 
 
 def test_wandb_logger_works_offline_without_account(compose_experiment, tmp_path, monkeypatch):

@@ -2,19 +2,113 @@
 
 The digits set ships inside scikit-learn, so miniatures train on real images with no download.
 Splits use their own seed (`split_seed`), fixed across run seeds, so seeds vary the training and
-not the test set.
+not the test set. Training loaders are `ResumableDataLoader`s: a run killed mid-epoch and resumed
+from its checkpoint sees the rest of the same epoch, in the same order.
 """
 
 from __future__ import annotations
 
+import contextlib
+import random
 from pathlib import Path
+from typing import Any, Iterator
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, TensorDataset
 
 from thesis.core.errors import DataNotFoundError
+
+
+@contextlib.contextmanager
+def kept_random_state() -> Iterator[None]:
+    """Run a block without moving Python's, NumPy's or torch's global CPU generator."""
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+
+
+class ReplayableRandomSampler(RandomSampler):
+    """torch's RandomSampler, drawing the same seed from the global generator at the start of
+    each pass (so the same orders), that remembers that seed so a checkpoint can replay the pass."""
+
+    def __init__(self, data_source: Dataset):
+        super().__init__(data_source)
+        self.epoch = 0
+        self.pass_seed: int | None = None
+        self._replay_seed: int | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning before each epoch; only recorded, to tell a new pass from a replay."""
+        self.epoch = epoch
+
+    def replay(self, seed: int) -> None:
+        """Make the next pass use `seed` instead of drawing one."""
+        self._replay_seed = seed
+
+    def __iter__(self) -> Iterator[int]:
+        if self._replay_seed is None:
+            seed = int(torch.empty((), dtype=torch.int64).random_().item())
+        else:
+            seed, self._replay_seed = self._replay_seed, None
+        self.pass_seed = seed
+        yield from torch.randperm(len(self.data_source), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader whose place in the epoch goes into Lightning's checkpoints.
+
+    Lightning stores `state_dict()` (epoch, batches served, the pass's shuffle seed) in every
+    checkpoint and calls `load_state_dict` when resuming; the next pass over the same epoch then
+    uses the same order (the recorded seed, or DistributedSampler's seed + epoch under DDP) and
+    skips the batches already trained on. Skipping fetches and discards them with the global
+    generators' states kept, so they stay where the checkpoint left them.
+
+    Iteration is lazy: the underlying iterator (and its draws from the global generator) starts at
+    the first batch, after Lightning has set the sampler's epoch.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._served = 0
+        self._resume: dict[str, Any] | None = None
+
+    def _epoch(self) -> int:
+        return int(getattr(self.sampler, "epoch", 0))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self._epoch(), "served": self._served, "seed": getattr(self.sampler, "pass_seed", None)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resume = dict(state_dict)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._batches()
+
+    def _batches(self) -> Iterator[Any]:
+        resume, self._resume = self._resume, None
+        replaying = resume is not None and resume["epoch"] == self._epoch() and resume["served"] > 0
+        self._served = 0
+        with kept_random_state() if replaying else contextlib.nullcontext():
+            if replaying and resume["seed"] is not None and isinstance(self.sampler, ReplayableRandomSampler):
+                self.sampler.replay(resume["seed"])
+            batches = super().__iter__()
+            for _ in zip(range(resume["served"] if replaying else 0), batches):
+                self._served += 1
+        for batch in batches:
+            self._served += 1
+            yield batch
+
+
+def training_loader(dataset: Dataset, batch_size: int, num_workers: int) -> ResumableDataLoader:
+    """The shuffled, resumable loader every training split goes through."""
+    return ResumableDataLoader(dataset, batch_size=batch_size, sampler=ReplayableRandomSampler(dataset),
+                               num_workers=num_workers)
 
 
 class TensorDataModule(L.LightningDataModule):
@@ -30,8 +124,9 @@ class TensorDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.splits:
             self.setup()
-        size = self.batch_size if shuffle else self.eval_batch_size
-        return DataLoader(self.splits[split], batch_size=size, shuffle=shuffle, num_workers=self.num_workers)
+        if shuffle:
+            return training_loader(self.splits[split], self.batch_size, self.num_workers)
+        return DataLoader(self.splits[split], batch_size=self.eval_batch_size, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -154,8 +249,9 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
-        return DataLoader(self.splits[split], batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers)
+        if shuffle:
+            return training_loader(self.splits[split], self.batch_size, self.num_workers)
+        return DataLoader(self.splits[split], batch_size=self.batch_size, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

@@ -1,20 +1,25 @@
 """Execute one composed experiment config: scale, seed, run directory, runner, results.
 
 `thesis.run` (Hydra) and the tests both call `execute`, so what CI checks is what users run.
+Under distributed training every process executes the config; only the first writes the run's
+files, so config.yaml, provenance.json and metrics.json are written once, each atomically.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
-from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import OmegaConfBaseException
+from hydra.errors import InstantiationException
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from thesis.core import provenance
-from thesis.core.errors import ConfigError
-from thesis.core.rundir import Metric, RunDir
+from thesis.core.errors import ConfigError, ThesisError
+from thesis.core.hardware import check_hardware, is_first_process
+from thesis.core.rundir import Metric, RunDir, flatten_metrics
 from thesis.core.seeding import seed_everything
 
 log = logging.getLogger(__name__)
@@ -63,6 +68,43 @@ def apply_scale(cfg: DictConfig) -> DictConfig:
     return merged
 
 
+#: types of the root keys every run has; `trainer` is typed from lightning.Trainer's signature
+ROOT_TYPES = {"seed": int, "force": bool, "checkpoint_every_n_steps": Optional[int]}
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _schema(name: str, types: Mapping[str, Any]) -> type:
+    return dataclasses.make_dataclass(name, [(key, kind, dataclasses.field(default=MISSING))
+                                             for key, kind in types.items()])
+
+
+def check_types(cfg: DictConfig) -> None:
+    """Refuse values of the wrong type (`seed=x`, `trainer.max_epochs=abc`) before any work starts.
+
+    The keys are merged into a structured config (OmegaConf's typed nodes); its ValidationError
+    becomes one line naming the key and the type it needs. Trainer keys that lightning.Trainer
+    does not take are refused too.
+    """
+    from thesis.core.train import trainer_argument_types
+
+    trainer_types = trainer_argument_types()
+    unknown = sorted(set(cfg.trainer) - set(trainer_types))
+    if unknown:
+        raise ConfigError(f"trainer.{unknown[0]} is not an argument of lightning.Trainer: remove it or fix its name")
+    schema = _schema("RunTypes", {**ROOT_TYPES, "trainer": _schema("TrainerArguments", trainer_types)})
+    values = OmegaConf.masked_copy(cfg, [*ROOT_TYPES, "trainer"])
+    try:
+        OmegaConf.merge(OmegaConf.structured(schema), values)
+    except ValidationError as exc:
+        key = exc.full_key
+        parent, _, leaf = key.rpartition(".")
+        kind = (trainer_types if parent == "trainer" else ROOT_TYPES)[leaf]
+        expected = next((text for t, text in _TYPE_NAMES.items() if kind in (t, Optional[t])), "another type")
+        reason = str(exc.msg).splitlines()[0]
+        raise ConfigError(f"{key}={OmegaConf.select(cfg, key)!r} has the wrong type ({reason}): "
+                          f"set {key} to {expected}") from None
+
+
 def resolve_runner(name: str) -> Runner:
     target = RUNNERS.get(name, name)
     module_name, _, attr = target.rpartition(".")
@@ -72,6 +114,17 @@ def resolve_runner(name: str) -> Runner:
         raise ConfigError(
             f"method.runner={name!r} is neither {' nor '.join(RUNNERS)} nor an importable callable ({exc})"
         ) from exc
+
+
+def run_runner(runner: Runner, cfg: DictConfig, run: RunDir) -> Mapping[str, object]:
+    """Call the runner; a project error raised while Hydra instantiates a `_target_` (a corrupt or
+    mismatched checkpoint, a missing dataset) comes out as itself, not wrapped in Hydra's error."""
+    try:
+        return runner(cfg, run)
+    except InstantiationException as exc:
+        if isinstance(exc.__cause__, ThesisError):
+            raise exc.__cause__ from None
+        raise
 
 
 def execute(cfg: DictConfig, experiment: str | None, overrides: list[str] | None = None) -> dict[str, Metric]:
@@ -88,12 +141,16 @@ def execute(cfg: DictConfig, experiment: str | None, overrides: list[str] | None
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as exc:
         raise ConfigError(f"cannot resolve the config: {exc}".replace("\n", " ")) from exc
+    check_types(cfg)
     run = RunDir.for_config(cfg.paths.output_dir, experiment, cfg)
     if run.done and not cfg.force:
         log.info("skip: %s already has metrics.json (force=true reruns it)", run.path)
         return run.read_metrics()
+    check_hardware(cfg.hardware)
     runner = resolve_runner(cfg.method.runner)
     seed_everything(cfg.seed)
+    if not is_first_process():  # another rank of a distributed run: compute, write nothing
+        return flatten_metrics(run_runner(runner, cfg, run))
     if cfg.force:
         run.clear()  # a forced rerun starts from scratch, not from the old checkpoints
     run.write_config(cfg)
@@ -101,7 +158,7 @@ def execute(cfg: DictConfig, experiment: str | None, overrides: list[str] | None
     record["scale"] = cfg.scale.name
     run.write_provenance(record)
     log.info("run directory: %s", run.path)
-    metrics = run.write_metrics(runner(cfg, run))
+    metrics = run.write_metrics(run_runner(runner, cfg, run))
     record["end_time"] = provenance.now()
     run.write_provenance(record)
     log.info("metrics: %s", metrics)

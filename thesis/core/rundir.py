@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from thesis.core.io import atomic_write_json, atomic_write_text, read_json
 
 #: top-level keys that do not change what a run computes
-NON_SEMANTIC_KEYS = ("force", "paths", "logger", "hydra")
+NON_SEMANTIC_KEYS = ("force", "paths", "logger", "hydra", "checkpoint_every_n_steps")
 HASH_LENGTH = 10
 
 Metric = float | int | str | bool | None
