@@ -4,8 +4,12 @@ A base ViT (trained here from scratch when `epochs.base > 0`, as in the miniatur
 pre-trained, as at paper scale) is converted with the three ACM stages at several budgets
 beta_target and compared, at measured FLOPs per sample, with the dense model, a static-width
 control (the stage-1 ACMs at a fixed number of learners, fine-tuned without gates) and the
-baselines. Every stage checkpoints in the run directory and resumes. When the method config has
-`claims`, the pre-registered claims R1-R5 (spec D.b) are measured against their thresholds.
+baselines; `method.parts` picks which of them run, so each baseline is also an experiment of its
+own. Every stage checkpoints and resumes: base training and stages 1-2 in a directory shared by
+the runs that differ only after them (`thesis.acm.shared_stages`: one run per beta_target or per
+loss ablation trains them once), the rest in the run directory. When the method config has
+`claims`, the pre-registered claims R1-R5 (spec D.b) are measured against their thresholds; the
+spec B.8 analyses (`method.analysis`) add the tables of Figs. 3.6 and 3.9.
 """
 
 from __future__ import annotations
@@ -13,19 +17,24 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
 from sklearn.metrics import roc_auc_score
 
+from thesis.acm.analysis import (choice_entropy, compute_histograms, distillation_error_rows, distillation_errors,
+                                 image_compute)
 from thesis.acm.convert import acmize_vit, set_forced_learners
 from thesis.acm.evaluation import evaluate_classifier
 from thesis.acm.avit import AViT, AViTModule
 from thesis.acm.avit import evaluate as evaluate_avit
 from thesis.acm.moefication import MoEficationRouterModule, evaluate_topk, moefy, relufy
 from thesis.acm.ztw import ZTW, ZTWEnsembleModule, ZTWHeadsModule, evaluate_thresholds
+from thesis.acm.shared_stages import shared_stages
 from thesis.acm.stages import ACMTrainModule, DistillationModule, GatePretrainModule
 from thesis.core.claims import claim, claim_metrics
+from thesis.core.errors import ConfigError
 from thesis.core.modules import ClassificationModule
 from thesis.core.rundir import RunDir
 from thesis.core.seeding import seed_everything
@@ -76,41 +85,112 @@ def _fit(module, datamodule, cfg: DictConfig, run: RunDir, stage: str, epochs: i
     fit(module, datamodule, cfg, run, stage=stage, test=False, max_epochs=epochs)
 
 
-def run_acm_comparison(cfg: DictConfig, run: RunDir) -> dict[str, object]:
+def _fit_shared(module, datamodule, cfg: DictConfig, stages: RunDir, stage: str, epochs: int) -> None:
+    """`_fit` for a stage of the shared directory: once a run has finished it, later runs load its
+    checkpoint instead of resuming the fit, which would restart (and empty) the stage's logs."""
+    folder = stages.checkpoint_dir / stage
+    if (folder / "finished").is_file():
+        module.load_state_dict(torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"])
+        return
+    _fit(module, datamodule, cfg, stages, stage, epochs)
+    if (folder / "last.ckpt").is_file():
+        (folder / "finished").touch()
+
+
+PARTS = ("dense", "acm", "static", "moefication", "ztw", "avit")
+
+
+def selected_parts(method: DictConfig) -> set[str]:
+    """`method.parts` checked against what it needs, so a bad choice fails before any training."""
+    parts = set(method.parts)
+    if unknown := sorted(parts - set(PARTS)):
+        raise ConfigError(f"method.parts has unknown {unknown}; valid parts: {', '.join(PARTS)}")
+    if "dense" not in parts:
+        raise ConfigError("method.parts must include dense: every row is read against the dense model")
+    for part in sorted(parts & {"moefication", "ztw", "avit"}):
+        if method.get(part) is None:
+            raise ConfigError(f"method.parts has {part} but the method config has no {part} section: "
+                              f"use method=acm_vitb or drop {part} from method.parts")
+    if method.get("claims"):
+        if "acm" not in parts:
+            raise ConfigError("method.claims measures ACM rows: add acm to method.parts or set method.claims=null")
+        if missing := sorted(set(method.claims.r5_betas) - set(method.acm.betas)):
+            raise ConfigError(f"method.claims.r5_betas {missing} are not in method.acm.betas: "
+                              "add them or set method.claims=null")
+    return parts
+
+
+def aux_losses(stage3: DictConfig) -> str:
+    """The stage-3 auxiliary losses switched on, e.g. "L_b+L_e" (the ablation's variant name)."""
+    weights = {"L_b": stage3.alpha_b, "L_e": stage3.alpha_e, "L_d": stage3.alpha_d}
+    return "+".join(name for name, alpha in weights.items() if alpha) or "none"
+
+
+def convert_and_pretrain(base: nn.Module, datamodule, test, cfg: DictConfig, run: RunDir,
+                         stages: RunDir) -> tuple[nn.Module, list[dict]]:
+    """ACM stages 1 and 2 from `base`, checkpointed in the shared `stages` directory; returns the
+    converted model and the thesis's stage-1 sanity check on `test` (every ACM at k learners,
+    k = 1..N). The distillation-error table (Fig. 3.6), when asked for, is measured right after
+    stage 1."""
     method = cfg.method
+    seed_everything(cfg.seed)
+    converted = copy.deepcopy(base)
+    acmize_vit(converted, **method.acm.convert)
+    _fit_shared(DistillationModule(base, converted, **method.acm.stage1), datamodule, cfg, stages,
+                "acm_stage1", method.epochs.acm_stage1)
+    if method.analysis.distill_errors:
+        with torch.random.fork_rng(devices=[]):  # the analysis must not shift stage 2's random draws
+            errors = distillation_errors(base, converted, test, method.analysis.modules, method.analysis.samples)
+        run.write_table("distill_errors", distillation_error_rows(errors))
+    rows = []
+    for k in range(1, method.acm.convert.num_learners + 1):
+        set_forced_learners(converted, k)
+        rows.append(evaluate_classifier(converted, test, "acm_stage1", f"k={k}")[0])
+    set_forced_learners(converted, None)
+    _fit_shared(GatePretrainModule(base, converted, **method.acm.stage2), datamodule, cfg, stages,
+                "acm_stage2", method.epochs.acm_stage2)
+    return converted, rows
+
+
+def run_acm_comparison(cfg: DictConfig, run: RunDir) -> dict[str, object]:
+    """Runner of the comparison: the parts of `method.parts`, in the order dense, ACM (stages 1-2,
+    then stage 3 per beta), static width, MoEfication, ZTW, A-ViT; every part reseeds first."""
+    method = cfg.method
+    parts = selected_parts(method)
     datamodule = instantiate(cfg.data)
     datamodule.setup()
     test = datamodule.test_dataloader()
     rows: list[dict] = []
 
-    seed_everything(cfg.seed)
-    base = instantiate(cfg.model)
-    if method.epochs.base > 0:
-        _fit(ClassificationModule(base, **method.base), datamodule, cfg, run, "base", method.epochs.base)
-    rows.append(evaluate_classifier(base, test, "dense", "dense")[0])
+    with shared_stages(cfg) as stages:
+        seed_everything(cfg.seed)
+        base = instantiate(cfg.model)
+        if method.epochs.base > 0:
+            _fit_shared(ClassificationModule(base, **method.base), datamodule, cfg, stages, "base",
+                        method.epochs.base)
+        rows.append(evaluate_classifier(base, test, "dense", "dense")[0])
+        if parts & {"acm", "static"}:
+            converted, stage1_rows = convert_and_pretrain(base, datamodule, test, cfg, run, stages)
+            rows += stage1_rows
 
-    seed_everything(cfg.seed)
-    converted = copy.deepcopy(base)
-    acmize_vit(converted, **method.acm.convert)
-    _fit(DistillationModule(base, converted, **method.acm.stage1), datamodule, cfg, run, "acm_stage1",
-         method.epochs.acm_stage1)
-    for k in range(1, method.acm.convert.num_learners + 1):  # the thesis's stage-1 sanity check
-        set_forced_learners(converted, k)
-        rows.append(evaluate_classifier(converted, test, "acm_stage1", f"k={k}")[0])
-    set_forced_learners(converted, None)
-    _fit(GatePretrainModule(base, converted, **method.acm.stage2), datamodule, cfg, run, "acm_stage2",
-         method.epochs.acm_stage2)
-
-    maps_by_beta = {}
-    for beta in method.acm.betas:
+    maps_by_beta, histograms, spread = {}, [], {}
+    betas = method.acm.betas if "acm" in parts else []
+    for beta in betas:
         seed_everything(cfg.seed)
         model = _trainable_copy(converted)
         _fit(ACMTrainModule(model, beta_target=beta, **method.acm.stage3), datamodule, cfg, run,
              f"acm_stage3_beta{beta:g}", method.epochs.acm_stage3)
         row, maps_by_beta[beta] = evaluate_classifier(model, test, "acm", f"beta={beta:g}", maps=True)
         rows.append({**row, "beta_target": beta})
+        if method.analysis.compute_histograms:
+            variant = {"beta_target": beta, "losses": aux_losses(method.acm.stage3)}
+            histograms += [{**variant, **r} for r in compute_histograms(maps_by_beta[beta], method.analysis.bins)]
+            spread[f"acm/beta={beta:g}/image_compute_std"] = float(image_compute(maps_by_beta[beta]).std())
+            spread[f"acm/beta={beta:g}/choice_entropy"] = float(choice_entropy(model, test).mean())
+            spread["acm/losses"] = variant["losses"]
 
-    for k in method.static.learners:
+    static_learners = method.static.learners if "static" in parts else []
+    for k in static_learners:
         seed_everything(cfg.seed)
         model = _trainable_copy(converted)
         set_forced_learners(model, k)
@@ -118,24 +198,28 @@ def run_acm_comparison(cfg: DictConfig, run: RunDir) -> dict[str, object]:
              method.epochs.static)
         rows.append(evaluate_classifier(model, test, "acm_static", f"k={k}")[0])
 
-    if method.epochs.moefication_relu + method.epochs.moefication_router > 0:
+    if "moefication" in parts:
         rows += run_moefication(base, datamodule, cfg, run)
-    if method.epochs.get("ztw_heads", 0) > 0:
+    if "ztw" in parts:
         rows += run_ztw(base, datamodule, cfg, run)
-    if method.epochs.get("avit", 0) > 0:
+    if "avit" in parts:
         rows += run_avit(base, datamodule, cfg, run)
 
     run.write_table("cost_vs_acc", rows)
+    if histograms:
+        run.write_table("compute_histograms", histograms)
     metrics: dict[str, object] = {}
     for r in rows:
         metrics[f"{r['method']}/{r['setting']}/acc"] = r["accuracy"]
         metrics[f"{r['method']}/{r['setting']}/flops"] = r["flops"]
         if "compute" in r:
             metrics[f"{r['method']}/{r['setting']}/compute"] = r["compute"]
+    metrics.update(spread)
     foreground = getattr(datamodule, "foreground", {}).get("test")
-    if foreground is not None:
+    if foreground is not None and maps_by_beta:
         run.write_table("patch_compute", patch_compute(maps_by_beta, foreground))
-        run.write_table("example_maps", example_maps(datamodule, maps_by_beta, method.maps_betas, method.num_examples))
+        maps_betas = [b for b in method.maps_betas if b in maps_by_beta]
+        run.write_table("example_maps", example_maps(datamodule, maps_by_beta, maps_betas, method.num_examples))
     if method.get("claims"):
         results = acm_claims(rows, maps_by_beta, foreground, method.claims, max(method.acm.betas))
         run.write_table("claims", results)
