@@ -1,0 +1,30 @@
+"""Shared drawing for the ALaST recipes in experiments/: one point per method, mean and std over seeds."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+#: marker and label per method name of `alast_mini` (others get a plain dot and their own name)
+STYLE = {
+    "ft_head": ("v", "FT head"), "ft_full": ("s", "FT full"), "ft_top3": ("^", "FT top-3 (static layers)"),
+    "token_drop": ("<", "token dropping (no layer selection)"), "bsr": (">", "BSR"), "lora": ("D", "LoRA"),
+    "alast": ("*", "ALaST"), "alast_faithful": ("P", "ALaST, literal rule"),
+    "alast_random_k": ("x", "random K layers (ablation)"), "lora_alast": ("X", "LoRA + ALaST"),
+}
+
+
+def per_method(rows: pd.DataFrame, cost: str) -> pd.DataFrame:
+    """Mean and std over seeds of accuracy and `cost`, one row per method."""
+    return rows.groupby("method", sort=False).agg(cost=(cost, "mean"), cost_std=(cost, "std"),
+                                                  acc=("accuracy", "mean"), acc_std=("accuracy", "std")).fillna(0.0)
+
+
+def cost_panel(ax, rows: pd.DataFrame, cost: str, scale: float, xlabel: str) -> None:
+    """Accuracy (%) against `cost` / `scale`, one marker per method, error bars over seeds."""
+    for method, point in per_method(rows, cost).iterrows():
+        marker, label = STYLE.get(method, ("o", method))
+        ax.errorbar(point.cost / scale, 100 * point.acc, xerr=point.cost_std / scale, yerr=100 * point.acc_std,
+                    fmt=marker, ms=9 if method == "alast" else 6, capsize=2, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"alast_mini ({rows.seed.nunique()} seed(s))")
