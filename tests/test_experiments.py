@@ -12,6 +12,10 @@ from thesis.core.compose import experiments, options
 from thesis.core.experiment import apply_scale, execute
 
 EXPERIMENTS = experiments()
+#: variants whose smoke retraces a path another experiment's smoke already runs in the default
+#: suite (acm_mini, acm_vitb) and takes longer than ~20 s on 2 cores: run by `make test-slow`
+SLOW_SMOKE = {"acm_mini_e30", "acm_mini_gate_lr", "acm_mini_ablation", "acm_vitb_sweep"}
+SMOKE_CASES = [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_SMOKE else name for name in EXPERIMENTS]
 
 
 def test_there_are_experiments():
@@ -29,7 +33,7 @@ def test_composes(name, scale, compose_experiment):
     assert cfg.method.runner
 
 
-@pytest.mark.parametrize("name", EXPERIMENTS)
+@pytest.mark.parametrize("name", SMOKE_CASES)
 def test_smoke_runs_end_to_end(name, compose_experiment, tmp_path):
     cfg = compose_experiment(name)
     metrics = execute(cfg, name, [f"experiment={name}", "scale=smoke"])
