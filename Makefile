@@ -6,7 +6,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 MINI_SEEDS ?= 0,1,2
 
-.PHONY: help install demo test test-slow reliability smoke mini collect figures tables index results fig-acm-tradeoff bench-acm bench-figures clean-outputs
+.PHONY: help install demo test test-slow reliability smoke mini collect figures tables index results fig-acm-tradeoff bench-acm bench-alast bench-figures clean-outputs
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -61,6 +61,10 @@ fig-%: ## rebuild one figure or table: make fig-<id> (ids: python -m thesis.resu
 bench-acm: ## ACM layer and ACM-ViT-B latency vs dense on the GPU (Triton kernels) -> results/bench/acm_*
 	$(PYTHON) benchmarks/acm_kernel.py
 	$(PYTHON) benchmarks/acm_vit.py
+	$(PYTHON) benchmarks/readme.py
+
+bench-alast: ## ALaST vs FT full training step on ViT-B: time, peak memory, FLOPs (CUDA, else CPU) -> results/bench/alast_step.*
+	$(PYTHON) benchmarks/alast_step.py
 	$(PYTHON) benchmarks/readme.py
 
 bench-figures: ## rebuild the benchmark figures and results/bench/README.md from the committed CSVs

@@ -1,9 +1,13 @@
-"""The committed benchmark CSVs rebuild their figures and summaries without a GPU."""
+"""The committed benchmark CSVs rebuild their figures and summaries without a GPU; the ALaST step
+benchmark measures a tiny ViT on the CPU."""
 
+import importlib.util
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,3 +28,45 @@ def test_acm_vit_summary_rebuilds_from_the_csv(tmp_path):
                    cwd=ROOT, check=True, capture_output=True)
     assert "| acm | 1 | staircase |" in (tmp_path / "acm_vit.md").read_text()
     assert (tmp_path / "acm_vit.png").stat().st_size > 0
+
+
+def load_alast_step():
+    spec = importlib.util.spec_from_file_location("alast_step", ROOT / "benchmarks/alast_step.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass resolves annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+TINY = ["--device", "cpu", "--depth", "2", "--width", "32", "--heads", "2", "--img-size", "32", "--patch", "4",
+        "--batch", "2", "--steps", "1", "--warmup", "0", "--keeps", "1.0", "0.5"]
+
+
+def test_alast_step_rows_follow_the_counted_flops():
+    bench = load_alast_step()
+    rows = bench.measure(bench.parse([*TINY, "--k", "2"]))  # K = depth: every block trains
+    full, keep_all, compounding, of_original = rows
+    assert [r["method"] for r in rows] == ["ft_full", "alast", "alast", "alast"]
+    assert [r["keep_reference"] for r in rows[2:]] == ["current", "original"]
+    assert all(r["memory_kind"] == "saved_tensors_proxy" and r["median_ms"] > 0 and r["peak_mb"] > 0 for r in rows)
+    assert keep_all["flops"] == full["flops"] and keep_all["tokens_out"] == full["tokens_out"] == "65 65"
+    assert compounding["tokens_out"] == "33 17" and of_original["tokens_out"] == "33 33"  # 64 patches, b = 0.5
+    assert compounding["flops"] < of_original["flops"] < full["flops"]
+    for r in rows:
+        assert r["predicted_speedup"] == round(full["flops"] / r["flops"], 4)
+        assert r["ratio"] == pytest.approx(r["measured_speedup"] / r["predicted_speedup"], abs=1e-3)
+        assert r["target_met"] == ("" if r is full else "yes" if r["ratio"] >= bench.TARGET else "no")
+
+
+def test_alast_step_writes_and_rebuilds_its_summary(tmp_path):
+    bench = load_alast_step()
+    bench.main([*TINY, "--k", "1", "--out", str(tmp_path)])
+    rows = bench.read_csv(tmp_path / "alast_step.csv")
+    assert {r["frozen_blocks"] for r in rows} == {"", "0", "1"}
+    flops = {(r["layer_set"], r["keep"], r["keep_reference"]): int(r["flops"]) for r in rows}
+    assert all(flops["frozen_bottom", b, ref] < flops["frozen_top", b, ref] < flops["all", "1.0", "current"]
+               for b, ref in (("1.0", "current"), ("0.5", "current"), ("0.5", "original")))
+    (tmp_path / "alast_step.md").unlink()
+    bench.main(["--plot-only", "--out", str(tmp_path)])
+    assert "Target met for" in (tmp_path / "alast_step.md").read_text()
+    assert (tmp_path / "alast_step.png").stat().st_size > 0
