@@ -17,7 +17,8 @@ def digest(folder) -> dict[str, str]:
 
 
 def test_registry_lists_the_fixtures():
-    expected = {"imagefolder_tiny", "timm_vit_tiny", "timm_resnet_tiny", "hf_llama_tiny", "commonvoice_tiny"}
+    expected = {"imagefolder_tiny", "timm_vit_tiny", "timm_resnet_tiny", "hf_llama_tiny", "commonvoice_tiny",
+                "kv_benchmarks_tiny"}
     assert expected <= set(fixtures.names())
 
 

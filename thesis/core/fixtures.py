@@ -219,3 +219,31 @@ def hf_wav2vec2_tiny(out: Path) -> None:
         model = Wav2Vec2ForCTC(config)
     with _no_progress_bars():
         model.save_pretrained(out, safe_serialization=True)
+
+
+@fixture("kv_benchmarks_tiny")
+def kv_benchmarks_tiny(out: Path) -> None:
+    """Two records each of RULER (`ruler/<task>/validation.jsonl`), LongBench (`longbench/<dataset>.jsonl`)
+    and LooGLE (`loogle/shortdep_qa.jsonl`), in their published layouts and field names, with short
+    generated contexts, for the Chapter 4 benchmark readers."""
+    import json
+
+    def write(path: Path, records: list[dict]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(record) + "\n" for record in records))
+
+    rng = np.random.default_rng(0)
+    texts = [" ".join(_sentences(6, rng)) for _ in range(2)]
+    write(out / "ruler" / "niah_single_1" / "validation.jsonl", [
+        {"index": i, "input": f"A special magic number is hidden.\n{text} The number is {100 + i}.\n"
+                              "What is the special magic number?",
+         "outputs": [str(100 + i)], "length": len(text.split()), "answer_prefix": " The number is"}
+        for i, text in enumerate(texts)])
+    write(out / "longbench" / "hotpotqa.jsonl", [
+        {"input": "Which token is named last?", "context": text, "answers": [text.split()[-1]], "length": 30,
+         "dataset": "hotpotqa", "language": "en", "all_classes": None, "_id": f"h{i}"}
+        for i, text in enumerate(texts)])
+    write(out / "loogle" / "shortdep_qa.jsonl", [
+        {"input": text, "title": f"doc{i}", "output": "none",
+         "qa_pairs": [{"Q": "Which word comes first?", "A": text.split()[0], "S": [text.split(".")[0]]}]}
+        for i, text in enumerate(texts)])
