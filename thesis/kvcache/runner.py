@@ -3,11 +3,12 @@
 One model is loaded (`model.path`: a hub id at paper scale, the tiny fixture at smoke scale) with
 its tokenizer; each task of `data.tasks` is built once; then for each press of `method.presses`
 and each ratio of `method.compression_ratios` the press is rebuilt at that ratio and every task is
-evaluated under it (`tasks/perplexity.py`, `tasks/generation.py`). A press given as null is the
-uncompressed model, evaluated at ratio 0 only. A wrapper press (one with a `press` field, such as
-AdaKV) gets the ratio on the press it wraps. Q-Filters are loaded from `filters` when it is a
-path, or calibrated on the model's own queries over random ids when it gives `random_sequences`
-and `length` (spec F.a; a stand-in for calibration text).
+evaluated under it (`tasks/perplexity.py`, `tasks/streaming_perplexity.py`, `tasks/generation.py`).
+A press given as null is the uncompressed model, evaluated at ratio 0 only. A wrapper press (one
+with a `press` field, such as AdaKV) gets the ratio on the press it wraps; `DecodingPress` ignores
+it (its budget is `target_size`: decoding configs name one press per budget, at ratio 0). Q-Filters
+are loaded from `filters` when it is a path, or calibrated on the model's own queries over random
+ids when it gives `random_sequences` and `length` (spec F.a; a stand-in for calibration text).
 
 Writes `tables/scores.csv` (press, ratio, task, metric, value, achieved_ratio, cache_bytes; one row
 per press x ratio x task x metric, sub-tasks of a benchmark as `task/subset`) and
@@ -34,6 +35,7 @@ from thesis.kvcache.qfilters import calibrate_q_filters, load_q_filters
 from thesis.kvcache.tasks.base import GenerationTask, PerplexityTask
 from thesis.kvcache.tasks.generation import greedy_answer
 from thesis.kvcache.tasks.perplexity import compressed_nll
+from thesis.kvcache.tasks.streaming_perplexity import StreamingLanguageModelingTask, streaming_nll
 
 
 def load_model(model_cfg: DictConfig, device: torch.device) -> tuple[nn.Module, Any]:
@@ -80,7 +82,8 @@ def evaluate_task(model: nn.Module, tokenizer: Any, task: Any, inputs: list, pre
     predictions = []
     if isinstance(task, PerplexityTask):
         device = next(model.parameters()).device
-        scored = [compressed_nll(model, ids.to(device), task.context_length, press) for ids in inputs]
+        nll_of = streaming_nll if isinstance(task, StreamingLanguageModelingTask) else compressed_nll
+        scored = [nll_of(model, ids.to(device), task.context_length, press) for ids in inputs]
         nll = sum(s.nll_sum for s in scored) / sum(s.n_tokens for s in scored)
         group = groups[task.name]
         group.update(nll=[nll], perplexity=[float(torch.tensor(nll).exp())],

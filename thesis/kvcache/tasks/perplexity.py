@@ -6,7 +6,7 @@ press context, which gives the continuation its absolute positions (press README
 The first continuation token is predicted by the prefill's last logits (not affected by the
 eviction, which happens after each layer has attended), the others by the continuation pass.
 This is the prefill regime; the thesis's streaming LM experiments (cache held at a budget while
-decoding) need compression during decoding, which is not built.
+decoding) are `streaming_perplexity.py` with a `DecodingPress`.
 
 Token sources: seeded random ids (spec F.a, smoke) or consecutive chunks of a plain-text file.
 """

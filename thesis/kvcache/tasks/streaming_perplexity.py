@@ -1,0 +1,48 @@
+"""Streaming perplexity (thesis 4.1 and 4.2 LM; spec A.1 "streaming LM protocol", B.2 (i)): a text is
+read token by token while the cache is held at a budget, and every next token is scored.
+
+The first `context_length` tokens are prefilled in one call (1 reads the whole text token by token, as
+the KNorm and Q-Filters streaming scripts do); every later token is fed alone, under the press, and the
+logits it produces score the token after it. With `DecodingPress(press, compression_interval=1,
+target_size=B)` each layer is brought back to B pairs after every token, so a token attends to at most
+B + 1 pairs (the Q-Filters streaming cache compresses before attending, i.e. B; KNorm's script prunes
+once the cache reaches a threshold, i.e. `compression_interval` > 1). Without a press this is the
+model's plain perplexity, computed one token at a time. Achieved ratio and bytes are measured on the
+final cache, against every token it has seen (spec 0, "n x" of 4.3 decoding).
+
+The sequences are those of `LanguageModelingTask` (random ids or chunks of one text file), of
+context_length + continuation_length tokens; the continuation is scored.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import DynamicCache
+
+from thesis.kvcache.press import PressBase
+from thesis.kvcache.tasks.cache_stats import cache_stats
+from thesis.kvcache.tasks.perplexity import LanguageModelingTask, Scored
+
+
+@torch.no_grad()
+def streaming_nll(model: nn.Module, input_ids: Tensor, context_length: int, press: PressBase | None) -> Scored:
+    """Summed negative log-likelihood of input_ids[:, context_length:], read one token at a time."""
+    if not 0 < context_length < input_ids.shape[1]:
+        raise ValueError(f"context_length must leave a continuation: 0 < {context_length} < {input_ids.shape[1]}.")
+    cache = DynamicCache(config=model.config)
+    with press(model) if press is not None else nullcontext():
+        logits = [model(input_ids=input_ids[:, :context_length], cache=cache, logits_to_keep=1).logits]
+        for token in input_ids[:, context_length:-1].split(1, dim=1):
+            logits.append(model(input_ids=token, cache=cache).logits)
+    continuation = input_ids[:, context_length:]
+    nll = F.cross_entropy(torch.cat(logits, dim=1).float().flatten(0, 1), continuation.flatten(), reduction="sum")
+    stats = cache_stats(model, cache, input_ids.shape[0], input_ids.shape[1] - 1)
+    return Scored(float(nll), continuation.numel(), stats)
+
+
+class StreamingLanguageModelingTask(LanguageModelingTask):
+    """`LanguageModelingTask`'s sequences, scored by `streaming_nll`."""
