@@ -247,3 +247,39 @@ def kv_benchmarks_tiny(out: Path) -> None:
         {"input": text, "title": f"doc{i}", "output": "none",
          "qa_pairs": [{"Q": "Which word comes first?", "A": text.split()[0], "S": [text.split(".")[0]]}]}
         for i, text in enumerate(texts)])
+
+
+ATLAS_EWK_COLUMNS = ("pTj1", "etaj1", "phij1", "j1_quantile", "pTj2", "etaj2", "phij2", "j2_quantile",
+                     "pTj3", "etaj3", "phij3", "j3_quantile", "pTb1", "etab1", "phib1", "b1_quantile", "b1m",
+                     "pTb2", "etab2", "phib2", "b2_quantile", "b2m", "pTl1", "etal1", "phil1",
+                     "ETMiss", "ETMissPhi", "metsig_New")
+
+
+@fixture("atlas_opendata_tiny")
+def atlas_opendata_tiny(out: Path) -> None:
+    """The ATLAS electroweakino release's layout: `signal/Wh_hbb_fullMix.h5`, `singletop/singletop.h5`,
+    `ttbar/ttbar.h5`, pandas HDF5 tables (PyTables) with the release's columns plus one unused
+    column (`runNumber`) the reader must ignore; 80 / 40 / 40 events of random kinematics, a
+    missing third jet stored as -99 in about half of them."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    for process, file, n in (("signal", "Wh_hbb_fullMix.h5", 80), ("singletop", "singletop.h5", 40),
+                             ("ttbar", "ttbar.h5", 40)):
+        table = {}
+        for column in ATLAS_EWK_COLUMNS:
+            if column.startswith("pT") or column in ("ETMiss", "b1m", "b2m"):
+                table[column] = rng.gamma(2.0, 40.0, n) + 20.0
+            elif column.startswith("eta"):
+                table[column] = rng.normal(0.0, 1.2, n)
+            elif column.startswith("phi") or column == "ETMissPhi":
+                table[column] = rng.uniform(-np.pi, np.pi, n)
+            elif column.endswith("quantile"):
+                table[column] = rng.integers(1, 6, n).astype(float)
+            else:
+                table[column] = rng.normal(8.0, 3.0, n)
+        frame = pd.DataFrame(table)
+        frame.loc[rng.random(n) < 0.5, ["pTj3", "etaj3", "phij3", "j3_quantile"]] = -99.0
+        frame["runNumber"] = 410470
+        (out / process).mkdir()
+        frame.to_hdf(out / process / file, key="events", mode="w")
