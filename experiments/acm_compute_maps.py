@@ -2,7 +2,8 @@
 
 Test images (top) and the fraction of the ACMs' learner cost each 4x4 patch used (bottom), for
 the first seed, at each budget listed in the claims (R5); one figure per recipe with results
-(`acm_compute_maps` for `acm_mini`, `acm_compute_maps_e30` for `acm_mini_e30`).
+(`acm_compute_maps` for `acm_mini`, `acm_compute_maps_e30` for `acm_mini_e30`,
+`acm_compute_maps_gate_lr` for `acm_mini_gate_lr`).
 """
 
 from pathlib import Path
@@ -14,7 +15,7 @@ from thesis.core.plotting import new_figure, save_figure
 
 KIND = "figure"
 INPUTS = ("acm_mini/example_maps.csv",)
-OPTIONAL = ("acm_mini_e30/example_maps.csv",)
+OPTIONAL = ("acm_mini_e30/example_maps.csv", "acm_mini_gate_lr/example_maps.csv")
 
 
 def _grid(part: pd.DataFrame) -> np.ndarray:
@@ -23,7 +24,7 @@ def _grid(part: pd.DataFrame) -> np.ndarray:
 
 def render(results: Path) -> list[Path]:
     written = []
-    for name, figure_id in zip(INPUTS + OPTIONAL, ("acm_compute_maps", "acm_compute_maps_e30")):
+    for name, figure_id in zip(INPUTS + OPTIONAL, ("acm_compute_maps", "acm_compute_maps_e30", "acm_compute_maps_gate_lr")):
         if (results / name).is_file():
             written += _render_one(pd.read_csv(results / name), results, figure_id)
     return written

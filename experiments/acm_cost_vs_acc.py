@@ -2,7 +2,8 @@
 
 ACM at four budgets, the static-width control, MoEfication at several k, and the dense model,
 all from the same base ViT on 16x16 cluttered digits; one panel per recipe that has results
-(`acm_mini`, the spec's recipe, and `acm_mini_e30`, stage 1 to convergence). Mean (and std)
+(`acm_mini`, the spec's recipe; `acm_mini_e30`, stage 1 to convergence; `acm_mini_gate_lr`,
+stage-3 gates at lr 1e-2). Mean (and std)
 over seeds per setting.
 """
 
@@ -14,7 +15,7 @@ from thesis.core.plotting import FLOPS_NOTE, new_figure, save_figure
 
 KIND = "figure"
 INPUTS = ("acm_mini/cost_vs_acc.csv",)
-OPTIONAL = ("acm_mini_e30/cost_vs_acc.csv",)
+OPTIONAL = ("acm_mini_e30/cost_vs_acc.csv", "acm_mini_gate_lr/cost_vs_acc.csv")
 STYLE = {"acm": ("o-", "ACM (beta_target)"), "acm_static": ("s--", "static width (k learners)"),
          "moefication": ("^-.", "MoEfication (top-k experts)"), "acm_stage1": ("x:", "ACM after stage 1 (k learners)"),
          "dense": ("*", "dense ViT")}

@@ -1,5 +1,6 @@
 """Sec. 3.1 miniature: the pre-registered claims R1-R5 (spec ch2_acm D.b), per seed and verdict,
-for the spec's recipe (`acm_mini`) and, when run, the second recipe (`acm_mini_e30`)."""
+for the spec's recipe (`acm_mini`) and, when run, the second and third recipes (`acm_mini_e30`,
+`acm_mini_gate_lr`)."""
 
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from thesis.results import markdown_table, summarise_claims
 
 KIND = "table"
 INPUTS = ("acm_mini/claims.csv",)
-OPTIONAL = ("acm_mini_e30/claims.csv",)
+OPTIONAL = ("acm_mini_e30/claims.csv", "acm_mini_gate_lr/claims.csv")
 
 
 def render(results: Path) -> list[Path]:
