@@ -70,6 +70,7 @@ bench-alast: ## ALaST vs FT full training step on ViT-B: time, peak memory, FLOP
 bench-figures: ## rebuild the benchmark figures and results/bench/README.md from the committed CSVs
 	$(PYTHON) benchmarks/acm_kernel.py --plot-only
 	$(PYTHON) benchmarks/acm_vit.py --plot-only
+	$(PYTHON) benchmarks/alast_step.py --plot-only
 	$(PYTHON) benchmarks/readme.py
 
 clean-outputs: ## delete outputs/ (run dirs, checkpoints, fixtures)
