@@ -49,7 +49,7 @@ def r6_claims(runs: pd.DataFrame) -> list[dict]:
 def r7_claims(errors: pd.DataFrame) -> list[dict]:
     rows = []
     for seed, part in errors.groupby("seed"):
-        part = part[part.run == part.run.min()]  # stage 1 is shared: every run recorded the same errors
+        part = part[part.run == part.run.min()]  # stage 1 is shared: one run per seed records its errors
         table = part.pivot_table(index=["module", "sample", "token"], columns="learners", values="squared_error")
         share = float((table[2] <= 2 * table[table.columns.max()]).mean())
         rows.append(_claim(seed, "R7", f"share of tokens with error(n=2) <= 2 x error(n={table.columns.max()})",

@@ -111,5 +111,7 @@ def test_ablation_runs_share_base_and_stages_one_two(compose_experiment, tmp_pat
     shared_rows = [[line for line in table if not line.startswith("acm,")] for table in tables]
     assert shared_rows[0] == shared_rows[1]  # dense and the stage-1 sanity check: same weights
     for run in runs:
-        assert {p.name for p in (run / "tables").iterdir()} >= {"distill_errors.csv", "compute_histograms.csv"}
+        assert (run / "tables" / "compute_histograms.csv").is_file()
         assert not (run / "checkpoints" / "acm_stage1").exists()
+    # stage 1 was trained once, so its distillation errors are measured once, by the run that trained it
+    assert sum((run / "tables" / "distill_errors.csv").is_file() for run in runs) == 1

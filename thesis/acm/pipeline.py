@@ -85,16 +85,18 @@ def _fit(module, datamodule, cfg: DictConfig, run: RunDir, stage: str, epochs: i
     fit(module, datamodule, cfg, run, stage=stage, test=False, max_epochs=epochs)
 
 
-def _fit_shared(module, datamodule, cfg: DictConfig, stages: RunDir, stage: str, epochs: int) -> None:
+def _fit_shared(module, datamodule, cfg: DictConfig, stages: RunDir, stage: str, epochs: int) -> bool:
     """`_fit` for a stage of the shared directory: once a run has finished it, later runs load its
-    checkpoint instead of resuming the fit, which would restart (and empty) the stage's logs."""
+    checkpoint instead of resuming the fit, which would restart (and empty) the stage's logs.
+    Returns whether this run trained the stage (False: it loaded another run's result)."""
     folder = stages.checkpoint_dir / stage
     if (folder / "finished").is_file():
         module.load_state_dict(torch.load(folder / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"])
-        return
+        return False
     _fit(module, datamodule, cfg, stages, stage, epochs)
     if (folder / "last.ckpt").is_file():
         (folder / "finished").touch()
+    return True
 
 
 PARTS = ("dense", "acm", "static", "moefication", "ztw", "avit")
@@ -131,14 +133,15 @@ def convert_and_pretrain(base: nn.Module, datamodule, test, cfg: DictConfig, run
     """ACM stages 1 and 2 from `base`, checkpointed in the shared `stages` directory; returns the
     converted model and the thesis's stage-1 sanity check on `test` (every ACM at k learners,
     k = 1..N). The distillation-error table (Fig. 3.6), when asked for, is measured right after
-    stage 1."""
+    stage 1 by the run that trained it: the runs that load the shared stage 1 would only repeat it
+    (in the loss ablation, four identical copies)."""
     method = cfg.method
     seed_everything(cfg.seed)
     converted = copy.deepcopy(base)
     acmize_vit(converted, **method.acm.convert)
-    _fit_shared(DistillationModule(base, converted, **method.acm.stage1), datamodule, cfg, stages,
-                "acm_stage1", method.epochs.acm_stage1)
-    if method.analysis.distill_errors:
+    trained = _fit_shared(DistillationModule(base, converted, **method.acm.stage1), datamodule, cfg, stages,
+                          "acm_stage1", method.epochs.acm_stage1)
+    if method.analysis.distill_errors and trained:
         with torch.random.fork_rng(devices=[]):  # the analysis must not shift stage 2's random draws
             errors = distillation_errors(base, converted, test, method.analysis.modules, method.analysis.samples)
         run.write_table("distill_errors", distillation_error_rows(errors))
