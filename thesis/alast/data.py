@@ -18,6 +18,7 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
+from thesis.core.data import training_loader
 from thesis.core.errors import ConfigError, DataNotFoundError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -107,9 +108,10 @@ class FineTuneImages(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
-        size = self.batch_size if shuffle else self.eval_batch_size
-        return DataLoader(self.splits[split], batch_size=size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, drop_last=False)
+        options = {"persistent_workers": self.num_workers > 0}
+        if shuffle:
+            return training_loader(self.splits[split], self.batch_size, self.num_workers, **options)
+        return DataLoader(self.splits[split], batch_size=self.eval_batch_size, num_workers=self.num_workers, **options)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

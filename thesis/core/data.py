@@ -105,10 +105,11 @@ class ResumableDataLoader(DataLoader):
             yield batch
 
 
-def training_loader(dataset: Dataset, batch_size: int, num_workers: int) -> ResumableDataLoader:
-    """The shuffled, resumable loader every training split goes through."""
+def training_loader(dataset: Dataset, batch_size: int, num_workers: int, **loader_options: Any) -> ResumableDataLoader:
+    """The shuffled, resumable loader every training split goes through; `loader_options` are
+    further DataLoader arguments (collate_fn, persistent_workers, ...)."""
     return ResumableDataLoader(dataset, batch_size=batch_size, sampler=ReplayableRandomSampler(dataset),
-                               num_workers=num_workers)
+                               num_workers=num_workers, **loader_options)
 
 
 class TensorDataModule(L.LightningDataModule):

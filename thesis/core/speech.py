@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from thesis.core.data import training_loader
 from thesis.core.errors import DataNotFoundError
 
 log = logging.getLogger(__name__)
@@ -251,8 +252,10 @@ class CommonVoiceDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.setup()
         collate = partial(collate_speech, padding_value=self.processor.feature_extractor.padding_value)
-        return DataLoader(self.splits[split], batch_size=self.batch_size if shuffle else self.eval_batch_size,
-                          shuffle=shuffle, num_workers=self.num_workers, collate_fn=collate)
+        if shuffle:
+            return training_loader(self.splits[split], self.batch_size, self.num_workers, collate_fn=collate)
+        return DataLoader(self.splits[split], batch_size=self.eval_batch_size, num_workers=self.num_workers,
+                          collate_fn=collate)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

@@ -28,7 +28,7 @@ from torch_geometric.loader.dataloader import Collater
 
 import lightning as L
 
-from thesis.core.data import ReplayableRandomSampler, ResumableDataLoader, stratified_split
+from thesis.core.data import stratified_split, training_loader
 from thesis.core.errors import ConfigError, DataNotFoundError
 from thesis.moegt.graphs import NODE_NAMES, RAW_COLUMNS, event_graph, raw_slots
 from thesis.moegt.synthetic import generate_release
@@ -162,8 +162,7 @@ class EventGraphDataModule(L.LightningDataModule):
         self.setup()
         graphs = self.splits[split]
         if shuffle:
-            return ResumableDataLoader(graphs, batch_size=self.batch_size, sampler=ReplayableRandomSampler(graphs),
-                                       collate_fn=Collater(graphs), num_workers=self.num_workers)
+            return training_loader(graphs, self.batch_size, self.num_workers, collate_fn=Collater(graphs))
         return DataLoader(graphs, batch_size=self.eval_batch_size, collate_fn=Collater(graphs),
                           num_workers=self.num_workers)
 
