@@ -18,7 +18,7 @@ from thesis.acm.analysis import (
     normalised_entropy,
     tokens_by_mean_error,
 )
-from thesis.acm.convert import acmize_vit, acms
+from thesis.acm.convert import acms
 from thesis.acm.losses import distillation_loss
 from thesis.acm.module import ACM
 from thesis.acm.stages import TargetRecorder
@@ -65,17 +65,6 @@ def test_error_grows_when_a_learner_is_wrong_and_stops_at_max_samples():
     assert errors.shape == (6, 7, 3)
     assert torch.allclose(errors[..., :2], torch.zeros(6, 7, 2), atol=1e-10)
     assert (errors[..., 2] > 0).all()
-
-
-@pytest.fixture
-def vit_pair():
-    timm = pytest.importorskip("timm")
-    torch.manual_seed(0)
-    base = timm.create_model("vit_tiny_patch16_224", img_size=16, patch_size=4, in_chans=1, embed_dim=16,
-                             depth=2, num_heads=2, num_classes=10).eval()
-    converted = copy.deepcopy(base)
-    acmize_vit(converted, num_learners=4)
-    return base, converted
 
 
 def test_vit_errors_have_one_entry_per_token_and_learner_count_and_match_eq_3_3(vit_pair):

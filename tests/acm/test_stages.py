@@ -1,28 +1,13 @@
 """The three ACM stages: what each trains, what stage 1 and 2 regress, and stage 3's losses."""
 
-import copy
-
-import pytest
 import torch
 
-from thesis.acm.convert import acmize_vit, acms
+from thesis.acm.convert import acms
 from thesis.acm.stages import ACMTrainModule, DistillationModule, GatePretrainModule, TargetRecorder
 
-timm = pytest.importorskip("timm")
 
-
-@pytest.fixture
-def pair():
-    torch.manual_seed(0)
-    base = timm.create_model("vit_tiny_patch16_224", img_size=16, patch_size=4, in_chans=1, embed_dim=16,
-                             depth=2, num_heads=2, num_classes=10).eval()
-    converted = copy.deepcopy(base)
-    acmize_vit(converted, num_learners=4)
-    return base, converted
-
-
-def test_recorder_reads_the_original_modules(pair):
-    base, converted = pair
+def test_recorder_reads_the_original_modules(vit_pair):
+    base, converted = vit_pair
     x = torch.rand(3, 1, 16, 16)
     records = TargetRecorder(base, acms(converted))(x)
     assert set(records) == set(acms(converted))
@@ -32,8 +17,8 @@ def test_recorder_reads_the_original_modules(pair):
     assert torch.allclose(o, base.blocks[0].mlp(z))
 
 
-def test_stage_one_trains_learners_only_and_learns(pair):
-    base, converted = pair
+def test_stage_one_trains_learners_only_and_learns(vit_pair):
+    base, converted = vit_pair
     stage = DistillationModule(base, converted, lr=1e-2)
     learner_ids = {id(p) for acm in acms(converted).values() for p in acm.learners.parameters()}
     assert {id(p) for p in stage.trainable()} == learner_ids
@@ -48,8 +33,8 @@ def test_stage_one_trains_learners_only_and_learns(pair):
     assert not any(p.requires_grad for p in base.parameters())
 
 
-def test_stage_two_trains_gates_on_labels(pair):
-    base, converted = pair
+def test_stage_two_trains_gates_on_labels(vit_pair):
+    base, converted = vit_pair
     stage = GatePretrainModule(base, converted, lr=1e-2)
     ids = {id(p) for p in stage.trainable()}
     gate_ids = {id(p) for acm in acms(converted).values() for p in acm.gate.parameters()}
@@ -60,8 +45,8 @@ def test_stage_two_trains_gates_on_labels(pair):
     assert labels.shape == z.shape[:-1] and labels.min() >= 0 and labels.max() <= 4
 
 
-def test_stage_three_losses_and_budget(pair):
-    _, converted = pair
+def test_stage_three_losses_and_budget(vit_pair):
+    _, converted = vit_pair
     module = ACMTrainModule(converted.train(), beta_target=0.5)
     x, y = torch.rand(4, 1, 16, 16), torch.randint(0, 10, (4,))
     loss, logits, extra = module.loss_and_logits((x, y))
