@@ -57,3 +57,16 @@ def test_markdown_table():
 def test_render_all_skips_recipes_without_csvs(tmp_path, capsys):
     assert pipeline.render_all("figure", tmp_path) == []
     assert "skipped condcomp_early_exit_curve" in capsys.readouterr().err
+
+
+def test_collect_accepts_a_table_repeating_the_seed_and_refuses_a_conflicting_one(tmp_path):
+    outputs, results = tmp_path / "outputs", tmp_path / "results"
+    fake_run(outputs, "exp", "h0", 3, "paper", 0.7)
+    run = outputs / "exp" / "h0"
+    pd.DataFrame({"seed": [3, 3], "acc": [0.1, 0.2]}).to_csv(run / "tables" / "curve.csv", index=False)
+    pipeline.collect(outputs, results)
+    curve = pd.read_csv(results / "exp" / "curve.csv")
+    assert list(curve.columns) == [*pipeline.RUN_COLUMNS, "acc"] and curve.seed.tolist() == [3, 3]
+    pd.DataFrame({"seed": [4], "acc": [0.1]}).to_csv(run / "tables" / "curve.csv", index=False)
+    with pytest.raises(ValueError, match="disagrees with the run's seed"):
+        pipeline.collect(outputs, results)

@@ -63,6 +63,9 @@ def collect(outputs: Path, results: Path = RESULTS_DIR, include_smoke: bool = Fa
         for table in sorted((run_dir / "tables").glob("*.csv")):
             frame = pd.read_csv(table)
             for i, (key, value) in enumerate(meta.items()):
+                if key in frame and (frame.pop(key) != value).any():
+                    raise ValueError(f"{table}: column {key!r} disagrees with the run's {key} {value!r}; "
+                                     "rename the column (run metadata columns are added by collect)")
                 frame.insert(i, key, value)
             tables.setdefault((meta["experiment"], table.stem), []).append(frame)
     written = []

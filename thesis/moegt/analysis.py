@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from torch_geometric.utils import to_dense_batch
 
 from thesis.moegt.graphs import NODE_NAMES, NODE_TYPE_IDS
-from thesis.moegt.metrics import normalised_mutual_information, routing_counts
+from thesis.moegt.metrics import expert_load_cv, group_purity, normalised_mutual_information, routing_counts
 
 TYPE_NAMES = {v: k for k, v in NODE_TYPE_IDS.items()}
 
@@ -63,8 +63,15 @@ def routing_rows(routing: dict[int, tuple[np.ndarray, np.ndarray]], num_experts:
 
 
 def specialisation(routing: dict[int, tuple[np.ndarray, np.ndarray]], num_experts: int) -> dict[str, float]:
-    return {f"layer{layer + 1}/nmi": normalised_mutual_information(routing_counts(t, e, num_experts))
-            for layer, (t, e) in routing.items()}
+    """Per MoE layer: NMI(node type; expert), group purity of the node types' top-k experts and the
+    coefficient of variation of the experts' load (spec A.8 item 2)."""
+    scores = {}
+    for layer, (types, experts) in routing.items():
+        counts = routing_counts(types, experts, num_experts)
+        scores[f"layer{layer + 1}/nmi"] = normalised_mutual_information(counts)
+        scores[f"layer{layer + 1}/purity"] = group_purity(counts, experts.shape[1])
+        scores[f"layer{layer + 1}/load_cv"] = expert_load_cv(counts)
+    return scores
 
 
 def attention_rows(attention: dict[tuple, np.ndarray]) -> list[dict[str, object]]:
@@ -74,3 +81,20 @@ def attention_rows(attention: dict[tuple, np.ndarray]) -> list[dict[str, object]
         rows += [{"subset": subset, "nodes": n, "layer": layer + 1, "head": head + 1, "query": NODE_NAMES[q],
                   "key": NODE_NAMES[k], "weight": float(matrix[q, k])} for q in present for k in present]
     return rows
+
+
+def attention_summary(table: "pd.DataFrame", keys: tuple[str, ...] = ("b1", "b2", "energy")) -> "pd.DataFrame":
+    """Per subset of an attention table (`attention_rows` columns, any number of runs): the mean
+    attention mass a query gives to `keys` and the mean entropy (nats) of a query's attention row,
+    averaged over queries, layers, heads, graph sizes and runs (spec A.8 item 4: TP vs TN).
+    Rows are read from maps already averaged over events, so the entropy is that of mean maps."""
+    import pandas as pd
+
+    group = ["run", "subset", "nodes", "layer", "head", "query"] if "run" in table else \
+        ["subset", "nodes", "layer", "head", "query"]
+    weights = table.assign(on_keys=table.weight.where(table.key.isin(keys), 0.0),
+                           plogp=-table.weight * np.log(table.weight.clip(lower=1e-12)))
+    per_query = weights.groupby(group)[["on_keys", "plogp"]].sum().reset_index()
+    summary = per_query.groupby("subset")[["on_keys", "plogp"]].mean()
+    return pd.DataFrame({"subset": summary.index, "mass_on_keys": summary.on_keys.values,
+                         "row_entropy": summary.plogp.values})

@@ -52,3 +52,18 @@ def normalised_mutual_information(counts: np.ndarray) -> float:
     mutual = (joint[nonzero] * np.log(joint[nonzero] / (rows @ cols)[nonzero])).sum()
     entropy = [-(p[p > 0] * np.log(p[p > 0])).sum() for p in (rows, cols)]
     return float(mutual / np.sqrt(entropy[0] * entropy[1])) if min(entropy) > 0 else 0.0
+
+
+def expert_load_cv(counts: np.ndarray) -> float:
+    """Coefficient of variation (population std / mean) of the experts' total routings: 0 for an
+    even load; what the load-balancing loss drives down (spec A.8 control w_load = 0)."""
+    load = counts.sum(0).astype(float)
+    return float(load.std() / load.mean()) if load.mean() > 0 else 0.0
+
+
+def group_purity(counts: np.ndarray, k: int) -> float:
+    """Share of the routings of each present node type that go to its k most used experts, averaged
+    over node types: 1 when every type keeps to a fixed k-plet of experts, k / n for a uniform router."""
+    present = counts.sum(1) > 0
+    top = np.sort(counts[present], axis=1)[:, ::-1][:, :k].sum(1)
+    return float((top / counts[present].sum(1)).mean())
