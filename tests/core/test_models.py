@@ -127,3 +127,11 @@ def test_hf_missing_and_corrupt_local_dirs(tmp_path):
     (llama / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="hf_llama_tiny is not a loadable model directory .*: regenerate"):
         load_hf_causal_lm(llama)
+
+
+def test_unknown_auto_class_is_a_config_error():
+    from thesis.core.errors import ConfigError
+    from thesis.core.models import load_hf_causal_lm
+
+    with pytest.raises(ConfigError, match="auto_class"):
+        load_hf_causal_lm("unused", auto_class="AutoNothing")

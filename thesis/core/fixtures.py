@@ -283,3 +283,7 @@ def atlas_opendata_tiny(out: Path) -> None:
         frame["runNumber"] = 410470
         (out / process).mkdir()
         frame.to_hdf(out / process / file, key="events", mode="w")
+
+
+# Builders for the sources of single chapters live in sibling modules; importing them registers them.
+from thesis.core import fixtures_ceramics, fixtures_semcom, fixtures_sinks, fixtures_spare  # noqa: E402,F401

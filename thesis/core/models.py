@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from thesis.core.errors import CheckpointError
+from thesis.core.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -168,15 +168,26 @@ def _from_pretrained(loader: Any, path_or_name: str | Path, what: str, **kwargs:
 
 
 def load_hf_causal_lm(path_or_name: str | Path, dtype: str | torch.dtype = "auto",
-                      device_map: str | None = None) -> nn.Module:
-    """`AutoModelForCausalLM.from_pretrained` (a local dir or a hub id) with the project's errors."""
-    from transformers import AutoModelForCausalLM
+                      device_map: str | None = None, auto_class: str = "AutoModelForCausalLM",
+                      trust_remote_code: bool = False) -> nn.Module:
+    """`<auto_class>.from_pretrained` (a local dir or a hub id) with the project's errors.
 
-    return _from_pretrained(AutoModelForCausalLM, path_or_name, "model", dtype=dtype, device_map=device_map)
+    Models published with their own modelling code (LLaDA, Dream) register it under `AutoModel`
+    and need `trust_remote_code=True`; the default loads transformers' own causal LMs.
+    """
+    import transformers
+
+    loader = getattr(transformers, auto_class, None)
+    if loader is None or not hasattr(loader, "from_pretrained"):
+        raise ConfigError(f"model.auto_class={auto_class!r} is not a transformers auto class: "
+                          "use AutoModelForCausalLM or AutoModel")
+    return _from_pretrained(loader, path_or_name, "model", dtype=dtype, device_map=device_map,
+                            **({"trust_remote_code": True} if trust_remote_code else {}))
 
 
-def load_hf_tokenizer(path_or_name: str | Path) -> Any:
+def load_hf_tokenizer(path_or_name: str | Path, trust_remote_code: bool = False) -> Any:
     """`AutoTokenizer.from_pretrained` (a local dir or a hub id) with the project's errors."""
     from transformers import AutoTokenizer
 
-    return _from_pretrained(AutoTokenizer, path_or_name, "tokenizer")
+    return _from_pretrained(AutoTokenizer, path_or_name, "tokenizer",
+                            **({"trust_remote_code": True} if trust_remote_code else {}))

@@ -14,11 +14,16 @@ from torch import nn
 from thesis.sinks.decoding import LogitsFn
 
 
-def hf_logits_fn(model: nn.Module, bidirectional: bool) -> LogitsFn:
+def hf_logits_fn(model: nn.Module, bidirectional: bool, native_bidirectional: bool = False) -> LogitsFn:
+    """`native_bidirectional`: the model attends both ways by itself (LLaDA's and Dream's own
+    modelling code, which read `attention_mask` as a padding mask): no mask is passed."""
+
     def logits_of(ids: torch.Tensor) -> torch.Tensor:
         mask = None
-        if bidirectional:
+        if bidirectional and not native_bidirectional:
             mask = torch.ones(ids.shape[0], 1, ids.shape[1], ids.shape[1], dtype=torch.bool, device=ids.device)
+        if native_bidirectional:
+            return model(input_ids=ids).logits
         return model(input_ids=ids, attention_mask=mask, use_cache=False).logits
 
     return logits_of
