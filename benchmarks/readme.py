@@ -12,7 +12,8 @@ BENCH = Path("results/bench")
 NOTES = Path("benchmarks/notes")
 TITLES = {"acm_kernel": "ACM layer latency vs the dense MLP (thesis Sec. 3.1)",
           "acm_vit": "ACM-ViT-B/16 inference latency vs the dense ViT-B/16 (thesis Sec. 3.1)",
-          "alast_step": "ALaST vs FT full training step on ViT-B/16: time, peak memory, FLOPs (thesis Sec. 3.2)"}
+          "alast_step": "ALaST vs FT full training step on ViT-B/16: time, peak memory, FLOPs (thesis Sec. 3.2)",
+          "kv_cache": "KV presses on an 8B-shaped Llama: prefill scoring overhead, cache bytes, decoding speed (Chapter 4)"}
 
 
 def main() -> None:

@@ -70,3 +70,23 @@ def test_alast_step_writes_and_rebuilds_its_summary(tmp_path):
     bench.main(["--plot-only", "--out", str(tmp_path)])
     assert "Target met for" in (tmp_path / "alast_step.md").read_text()
     assert (tmp_path / "alast_step.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_kv_cache_benchmark_measures_a_tiny_llama_and_keeps_the_requested_fraction(tmp_path):
+    command = [sys.executable, "benchmarks/kv_cache.py", "--device", "cpu", "--hidden", "64", "--intermediate", "128",
+               "--heads", "4", "--kv-heads", "2", "--vocab", "100", "--layers", "2", "--contexts", "96",
+               "--rounds", "1", "--decode-tokens", "2", "--out", str(tmp_path)]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, env={**__import__("os").environ,
+                                                                           "HF_HUB_OFFLINE": "1"})
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "kv_cache.csv").open()))
+    prefill = {r["method"] for r in rows if r["measure"] == "prefill"}
+    assert prefill == {"none", "knorm", "random", "streaming_llm", "snapkv", "tova", "qfilters", "expected_attention"}
+    kept = {float(r["ratio"]): float(r["kept_fraction"]) for r in rows if r["measure"] == "decode"}
+    assert kept == {0.0: 1.0, 0.5: 0.5, 0.75: 0.25, 0.9: pytest.approx(10 / 96, abs=1e-6)}  # KNorm keeps ceil(96 x 0.1)
+    assert all(float(r["tokens_per_s"]) > 0 for r in rows if r["measure"] == "decode")
+    subprocess.run([sys.executable, "benchmarks/kv_cache.py", "--plot-only", "--out", str(tmp_path)],
+                   cwd=ROOT, check=True, capture_output=True)
+    assert "| 96 | prefill | knorm | 0.5 |" in (tmp_path / "kv_cache.md").read_text()
