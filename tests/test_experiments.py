@@ -13,9 +13,16 @@ from thesis.core.experiment import apply_scale, execute
 
 EXPERIMENTS = experiments()
 #: variants whose smoke retraces a path another experiment's smoke already runs in the default
-#: suite (acm_mini, acm_vitb) and takes longer than ~20 s on 2 cores: run by `make test-slow`
+#: suite (acm_mini, acm_vitb, moegt_atlas) and would push the suite past its time: `make test-slow`
 SLOW_SMOKE = {"acm_mini_e30", "acm_mini_gate_lr", "acm_mini_ablation", "acm_vitb_sweep"}
-SMOKE_CASES = [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_SMOKE else name for name in EXPERIMENTS]
+SLOW_SMOKE_PREFIXES = ("moegt_ablation_",)
+
+
+def is_slow(name: str) -> bool:
+    return name in SLOW_SMOKE or name.startswith(SLOW_SMOKE_PREFIXES)
+
+
+SMOKE_CASES = [pytest.param(name, marks=pytest.mark.slow) if is_slow(name) else name for name in EXPERIMENTS]
 
 
 def test_there_are_experiments():
