@@ -19,7 +19,7 @@ RUNS = ("alast_deit_t/runs.csv", "alast_deit_s/runs.csv", "alast_vit_b/runs.csv"
 MODELS = {"deit_tiny_patch16_224": "DeiT-T", "deit_small_patch16_224": "DeiT-S", "vit_base_patch16_224": "ViT-B"}
 DATASETS = {"food101": "Food-101", "cifar100": "CIFAR-100", "flowers102": "Flowers-102"}
 METHODS = {"ft_head": "FT head", "ft_full": "FT full", "ft_top3": "FT top-3", "bsr": "BSR", "lora": "LoRA",
-           "alast": "ALaST", "lora_alast": "LoRA + ALaST"}
+           "alast": "ALaST", "lora_alast": "LoRA + ALaST", "tome": "ToMe"}
 MEASURED = {"cost/train_pflops": "C ours", "memory/peak_mb": "M ours", "time/train_min": "T ours", "test/acc": "Acc ours"}
 
 

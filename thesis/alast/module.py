@@ -10,6 +10,7 @@ which blocks train and how many tokens flow (`thesis.alast.schedules`), `adapter
 3. the step's FLOPs are counted from what it ran (`thesis.alast.costs.StepFlops`), untimed.
 
 Evaluation runs the full model (every token, nothing dropped): ALaST is a training-time method.
+The exception is ToMe, which by default merges tokens at evaluation too (`Schedule.eval_plan`).
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ class FineTuneModule(L.LightningModule):
     # ---- evaluation ----------------------------------------------------------------------------
     def _evaluate(self, batch, split: str) -> torch.Tensor:
         images, labels = batch
-        logits = self.net(images)
+        logits = self.net(images, self.schedule.eval_plan())
         correct = (logits.argmax(-1) == labels)
         self.log(f"{split}/loss", F.cross_entropy(logits, labels), on_step=False, on_epoch=True)
         self.log(f"{split}/acc", correct.float().mean(), prog_bar=True, on_step=False, on_epoch=True)

@@ -11,8 +11,12 @@ measured. ALaST is the adaptive one; the baselines are fixed schedules:
 | FT top-3 | `StaticSchedule(blocks="relmag", count=3)` (or `"last"`) |
 | BSR | `StaticSchedule(blocks="relmag", count=6, keep={3: 0.7, 6: 0.7, 9: 0.7})` |
 | token dropping without layer selection (EViT) | `StaticSchedule(blocks="all", keep={3: 0.7, ...})` |
+| ToMe | `StaticSchedule(blocks="all", train_stem=True, merge=r)`: r tokens merged in every block |
 | LoRA / LoRA + ALaST | `StaticSchedule("all")` / `ALaSTSchedule`, with adapters (`thesis.alast.lora`) |
 | ALaST | `ALaSTSchedule(k=9, ...)` |
+
+`eval_plan()` says how the model runs at evaluation: the full model (None) for every method
+except ToMe, which by default merges at evaluation too (`merge_at_eval`).
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ class Schedule(nn.Module):
     def plan(self) -> StepPlan:
         raise NotImplementedError
 
+    def eval_plan(self) -> StepPlan | None:
+        """How evaluation runs; None: the full model, every token."""
+        return None
+
     def observe(self, record: ForwardRecord) -> None:
         """Called after every training step with what it measured."""
 
@@ -56,10 +64,14 @@ class StaticSchedule(Schedule):
     `blocks`: "all", "none", "last" (the last `count`), "relmag" (the `count` blocks with the
     largest relative magnitude on the first batch, Fig. 3.12) or a list of block indices.
     `keep`: {block index: fraction of tokens kept}; other blocks keep everything.
+    `merge`: ToMe's r, tokens merged in every block (an int) or per block (a list); 0: none.
+    `merge_at_eval`: merge at evaluation too (ToMe fine-tunes and evaluates with the same r).
+    `proportional_attention`: ToMe's log-size term in the attention logits of merged sequences.
     """
 
     def __init__(self, blocks: str | Sequence[int] = "all", count: int = 3,
-                 keep: Mapping[int, float] | None = None, train_stem: bool = False):
+                 keep: Mapping[int, float] | None = None, train_stem: bool = False,
+                 merge: int | Sequence[int] = 0, merge_at_eval: bool = True, proportional_attention: bool = True):
         super().__init__()
         if isinstance(blocks, str) and blocks not in STATIC_BLOCKS:
             raise ValueError(f"blocks must be one of {STATIC_BLOCKS} or a list of block indices, got {blocks!r}")
@@ -67,7 +79,20 @@ class StaticSchedule(Schedule):
         self.count = count
         self.keep = {int(k): float(v) for k, v in (keep or {}).items()}
         self.train_stem = train_stem
+        self.merge = int(merge) if isinstance(merge, int) else [int(r) for r in merge]
+        if min([self.merge] if isinstance(self.merge, int) else self.merge, default=0) < 0:
+            raise ValueError(f"merge counts must be >= 0, got {merge!r}")
+        self.merge_at_eval, self.proportional_attention = merge_at_eval, proportional_attention
         self.chosen: list[int] = []
+
+    def setup(self, num_layers: int) -> None:
+        super().setup(num_layers)
+        if not isinstance(self.merge, int) and len(self.merge) != num_layers:
+            raise ValueError(f"merge lists {len(self.merge)} counts for a model of {num_layers} blocks")
+
+    def _merge_counts(self) -> tuple[int, ...]:
+        counts = [self.merge] * self.num_layers if isinstance(self.merge, int) else self.merge
+        return tuple(counts) if any(counts) else ()
 
     def bind(self, model: nn.Module, images: Tensor) -> None:
         L = self.num_layers
@@ -89,7 +114,14 @@ class StaticSchedule(Schedule):
     def plan(self) -> StepPlan:
         trainable = tuple(i in self.chosen for i in range(self.num_layers))
         keep = tuple(self.keep.get(i, 1.0) for i in range(self.num_layers))
-        return StepPlan(trainable, keep, self.train_stem)
+        return StepPlan(trainable, keep, self.train_stem, self._merge_counts(), self.proportional_attention)
+
+    def eval_plan(self) -> StepPlan | None:
+        merge = self._merge_counts()
+        if not (merge and self.merge_at_eval):
+            return None
+        L = self.num_layers
+        return StepPlan((False,) * L, (1.0,) * L, False, merge, self.proportional_attention)
 
 
 def sample_layers(budget: Tensor, count: int, how: str = "multinomial",
