@@ -16,10 +16,12 @@ EXPERIMENTS = experiments()
 #: suite (acm_mini, acm_vitb, moegt_atlas) and would push the suite past its time: `make test-slow`
 SLOW_SMOKE = {"acm_mini_e30", "acm_mini_gate_lr", "acm_mini_ablation", "acm_vitb_sweep"}
 SLOW_SMOKE_PREFIXES = ("moegt_ablation_",)
+#: `<name>_gpu` is `<name>` at GPU sizes: at smoke scale both run the same tiny twin
+SLOW_SMOKE_SUFFIXES = ("_gpu",)
 
 
 def is_slow(name: str) -> bool:
-    return name in SLOW_SMOKE or name.startswith(SLOW_SMOKE_PREFIXES)
+    return name in SLOW_SMOKE or name.startswith(SLOW_SMOKE_PREFIXES) or name.endswith(SLOW_SMOKE_SUFFIXES)
 
 
 SMOKE_CASES = [pytest.param(name, marks=pytest.mark.slow) if is_slow(name) else name for name in EXPERIMENTS]
