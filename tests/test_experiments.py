@@ -13,8 +13,9 @@ from thesis.core.experiment import apply_scale, execute
 
 EXPERIMENTS = experiments()
 #: variants whose smoke retraces a path another experiment's smoke already runs in the default
-#: suite (acm_mini, acm_vitb, moegt_atlas) and would push the suite past its time: `make test-slow`
-SLOW_SMOKE = {"acm_mini_e30", "acm_mini_gate_lr", "acm_mini_ablation", "acm_vitb_sweep"}
+#: suite (acm_mini, acm_vitb, moegt_atlas, semcom_curves) and would push the suite past its time: `make test-slow`
+SLOW_SMOKE = {"acm_mini_e30", "acm_mini_gate_lr", "acm_mini_ablation", "acm_vitb_sweep",
+              "semcom_mini", "semcom_lyapunov"}
 SLOW_SMOKE_PREFIXES = ("moegt_ablation_",)
 #: `<name>_gpu` is `<name>` at GPU sizes: at smoke scale both run the same tiny twin
 SLOW_SMOKE_SUFFIXES = ("_gpu",)
