@@ -15,7 +15,10 @@ EXPERIMENTS = experiments()
 #: variants whose smoke retraces a path another experiment's smoke already runs in the default
 #: suite (acm_mini, acm_vitb, moegt_atlas, semcom_curves) and would push the suite past its time: `make test-slow`
 SLOW_SMOKE = {"acm_mini_e30", "acm_mini_gate_lr", "acm_mini_ablation", "acm_vitb_sweep",
-              "semcom_mini", "semcom_lyapunov"}
+              "semcom_mini", "semcom_lyapunov",
+              # the same runners as spare_llama3_nqswap / spare_gemma2_nqswap / resid_probe_llama3_nqswap
+              "spare_llama2_nqswap", "spare_llama2_macnoise", "spare_llama3_macnoise", "spare_gemma2_macnoise",
+              "resid_probe_llama2_nqswap", "resid_probe_llama2_macnoise"}
 SLOW_SMOKE_PREFIXES = ("moegt_ablation_",)
 #: `<name>_gpu` is `<name>` at GPU sizes: at smoke scale both run the same tiny twin
 SLOW_SMOKE_SUFFIXES = ("_gpu",)
