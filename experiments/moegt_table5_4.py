@@ -26,8 +26,8 @@ def render(results: Path) -> list[Path]:
         part = mini[mini.model == model]
         row = {"model": model.upper(), "seeds": part.seed.nunique()}
         for column, metric in METRICS.items():
-            spread = part[column].std(ddof=1) if len(part) > 1 else float("nan")
-            row[f"mini {metric}"] = f"{part[column].mean():.3f} ± {spread:.4f}"
+            mean = part[column].mean()
+            row[f"mini {metric}"] = f"{mean:.3f} ± {part[column].std(ddof=1):.4f}" if len(part) > 1 else f"{mean:.3f}"
             ref = reference[(reference.model == model.upper()) & (reference.metric == metric)]
             row[f"thesis {metric}"] = f"{ref['mean'].iloc[0]:.3f} ± {ref['std'].iloc[0]:.4f}" if len(ref) else "-"
         rows.append(row)
