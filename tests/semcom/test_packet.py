@@ -56,4 +56,5 @@ def test_block_flops_match_torch_counter():
     x = torch.randn(1, 11, 32)
     with FlopCounterMode(display=False) as counter:
         block(x)
-    assert block_flops(11, 32, 4.0) == pytest.approx(counter.get_total_flops(), rel=0.01)
+    # torch counts 2 FLOPs per multiply-add; the project counts 1
+    assert block_flops(11, 32, 4.0) == pytest.approx(counter.get_total_flops() / 2, rel=0.01)
