@@ -16,6 +16,13 @@ EXPERIMENTS = experiments()
 #: suite (acm_mini, acm_vitb, moegt_atlas, semcom_curves) and would push the suite past its time: `make test-slow`
 SLOW_SMOKE = {"acm_mini_e30", "acm_mini_gate_lr", "acm_mini_ablation", "acm_vitb_sweep",
               "semcom_mini", "semcom_lyapunov",
+              "ceramics_synth_smoke",  # the runner of ceramics_mini at smaller sizes
+              # runners covered in the default suite by ceramics_resnet18_scratch / ceramics_gradcam
+              "ceramics_cv_deit_small", "ceramics_cv_resnet18", "ceramics_deit_small_pretrained",
+              "ceramics_deit_small_scratch", "ceramics_resnet18_pretrained", "ceramics_fabric_examples",
+              "ceramics_gradcam_rotation", "ceramics_misclassified", "ceramics_vit_attention",
+              "sinks_mask_humaneval", "spare_gemma2_nqswap", "resid_probe_gemma2_nqswap",
+              "semcom_flops_gain", "semcom_visualize", "moegt_mini_noload",
               # the same runners as spare_llama3_nqswap / spare_gemma2_nqswap / resid_probe_llama3_nqswap
               "spare_llama2_nqswap", "spare_llama2_macnoise", "spare_llama3_macnoise", "spare_gemma2_macnoise",
               "resid_probe_llama2_nqswap", "resid_probe_llama2_macnoise"}

@@ -86,6 +86,7 @@ def train(model: nn.Module, steps: int, lr: float) -> nn.Module:
     return model.eval()
 
 
+@pytest.mark.slow  # the hand-built network above checks the same property in the default suite
 def test_grad_cam_of_a_tiny_trained_cnn_puts_most_mass_on_the_planted_patch():
     torch.manual_seed(0)
     model = train(SmallCNN(), 60, 1e-2)

@@ -35,6 +35,7 @@ def test_topk_sae_reconstructs_a_planted_dictionary_sparsely():
     assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(64), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_relu_sae_with_l1_is_sparser_than_without():
     data, _ = planted(n_samples=1024)
     dense, _ = train_sae(data, n=32, k=None, activation="relu", steps=200, lr=3e-3, seed=0)
