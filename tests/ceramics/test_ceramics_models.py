@@ -86,3 +86,20 @@ def test_macro_metrics_and_confusion():
     assert largest_confusion(matrix) == (0, 1, 1)
     rows = per_class_rows(labels, preds, [1, 2, 3])
     assert [r["class_id"] for r in rows] == [1, 2, 3] and rows[1]["recall"] == 1.0
+
+
+def test_paper_configs_fail_offline_with_clear_messages(compose_experiment, monkeypatch):
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from thesis.core.errors import CheckpointError, DataNotFoundError
+    from thesis.core.experiment import apply_scale
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = apply_scale(compose_experiment("ceramics_deit_small_pretrained", scale="paper"))
+    assert cfg.model.name == "deit_small_patch16_224" and cfg.model.init == "pretrained"
+    with pytest.raises(InstantiationException, match="offline") as raised:
+        instantiate(cfg.model, num_classes=10)
+    assert isinstance(raised.value.__cause__, CheckpointError)
+    with pytest.raises(DataNotFoundError, match="private"):
+        instantiate(cfg.data).setup()
