@@ -125,11 +125,13 @@ def prefill(model, ids, press=None):
     import torch
     from transformers import DynamicCache
 
+    from thesis.core.models import with_cache
+
     cache = DynamicCache(config=model.config)
     synchronise(ids.device)
     start = time.perf_counter()
     with torch.no_grad(), (press(model) if press is not None else nullcontext()):
-        logits = model(input_ids=ids, cache=cache, logits_to_keep=1).logits
+        logits = model(input_ids=ids, **with_cache(model, cache), logits_to_keep=1).logits
     synchronise(ids.device)
     return time.perf_counter() - start, cache, logits
 
@@ -141,6 +143,7 @@ def decode_rate(model, ids, press, tokens: int) -> tuple[float, int]:
 
     import torch
 
+    from thesis.core.models import with_cache
     from thesis.kvcache.tasks.cache_stats import cache_stats
 
     _, cache, logits = prefill(model, ids, press)
@@ -151,7 +154,7 @@ def decode_rate(model, ids, press, tokens: int) -> tuple[float, int]:
     with torch.no_grad(), (press(model) if press is not None else nullcontext()):
         for step in range(tokens):
             position = torch.full((1, 1), ids.shape[1] + step, device=ids.device)
-            logits = model(input_ids=next_id, cache=cache, position_ids=position).logits
+            logits = model(input_ids=next_id, **with_cache(model, cache), position_ids=position).logits
             next_id = logits[:, -1:].argmax(-1)
     synchronise(ids.device)
     return tokens / (time.perf_counter() - start), stored

@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
+from thesis.core.models import with_cache
 from thesis.kvcache.adakv import AdaKVPress
 from thesis.kvcache.baselines import SnapKVPress, StreamingLLMPress
 from thesis.kvcache.decoding import DecodingPress
@@ -43,7 +44,7 @@ def test_budget_is_held_during_greedy_generation(prompt_length, compress_prefill
     press, lengths = decoding_press(KNormPress(skip_layers=()), compress_prefill), []
 
     def record(module, args, kwargs, output):
-        lengths.append({layer.get_seq_length() for layer in output.cache.layers})
+        lengths.append({layer.get_seq_length() for layer in (output.cache if hasattr(output, "cache") else output.past_key_values).layers})
 
     with torch.no_grad(), press(tiny_llama):
         handle = tiny_llama.model.register_forward_hook(record, with_kwargs=True)
@@ -83,7 +84,7 @@ def decode_recorded(model, press, prompt, tokens):
         with torch.no_grad(), press(model):
             for ids in [prompt, *tokens.split(1, dim=1)]:
                 steps.append({"layers": []})
-                steps[-1]["logits"] = model(input_ids=ids, cache=cache).logits[:, -1]
+                steps[-1]["logits"] = model(input_ids=ids, **with_cache(model, cache)).logits[:, -1]
                 for record, layer in zip(steps[-1]["layers"], cache.layers):
                     record["kept_keys"], record["kept_values"] = layer.keys.clone(), layer.values.clone()
     finally:
@@ -156,7 +157,7 @@ def test_positions_stay_absolute_across_compressions(inner, tiny_llama, prompt):
 
     cache = DynamicCache(config=tiny_llama.config)
     with torch.no_grad():
-        tiny_llama(input_ids=prompt, cache=cache)
+        tiny_llama(input_ids=prompt, **with_cache(tiny_llama, cache))
         handles = [layer.self_attn.register_forward_pre_hook(masked, with_kwargs=True)
                    for layer in tiny_llama.model.layers]
         try:
@@ -168,7 +169,7 @@ def test_positions_stay_absolute_across_compressions(inner, tiny_llama, prompt):
                     allowed.scatter_(1, layer_positions, True)
                     allowed = allowed.repeat_interleave(GROUPS, dim=0)[None, :, None]
                     masks.append(torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min))
-                reference = tiny_llama(input_ids=token, cache=cache, position_ids=torch.tensor([[position]])).logits
+                reference = tiny_llama(input_ids=token, **with_cache(tiny_llama, cache), position_ids=torch.tensor([[position]])).logits
                 torch.testing.assert_close(steps[step + 1]["logits"], reference[:, -1], atol=1e-5, rtol=1e-5)
         finally:
             for handle in handles:
@@ -188,9 +189,9 @@ def test_head_wise_cache_is_refused(tiny_llama, prompt):
     cache = DynamicCache(config=tiny_llama.config)
     with torch.no_grad():
         with AdaKVPress(ExpectedAttentionPress(0.5))(tiny_llama):
-            tiny_llama(input_ids=prompt, cache=cache)
+            tiny_llama(input_ids=prompt, **with_cache(tiny_llama, cache))
         with pytest.raises(ValueError, match="head-wise"), decoding_press(KNormPress())(tiny_llama):
-            tiny_llama(input_ids=prompt[:, :1], cache=cache)
+            tiny_llama(input_ids=prompt[:, :1], **with_cache(tiny_llama, cache))
 
 
 CONTEXT = 16
@@ -216,8 +217,8 @@ def test_cache_entries_after_streaming(tiny_llama, prompt):
     cache = DynamicCache(config=tiny_llama.config)
     press = DecodingPress(KNormPress(skip_layers=(0,)), compression_interval=1, target_size=32)
     with torch.no_grad(), press(tiny_llama):
-        tiny_llama(input_ids=prompt[:, :CONTEXT], cache=cache)
+        tiny_llama(input_ids=prompt[:, :CONTEXT], **with_cache(tiny_llama, cache))
         for token in prompt[:, CONTEXT:].split(1, dim=1):
-            tiny_llama(input_ids=token, cache=cache)
+            tiny_llama(input_ids=token, **with_cache(tiny_llama, cache))
     assert [layer.get_seq_length() for layer in cache.layers] == [prompt.shape[1], 32]
     assert cache_entries(cache) == KV_HEADS * (prompt.shape[1] + 32)

@@ -9,6 +9,7 @@ import torch
 from transformers import DynamicCache
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+from thesis.core.models import with_cache
 from thesis.kvcache.expected_attention import ExpectedAttentionPress, averaged_rotation
 
 T, SINKS, EPS = 32, 4, 0.02
@@ -24,7 +25,7 @@ def recorded_prefill(model, prompt):
     cache = DynamicCache(config=model.config)
     try:
         with torch.no_grad():
-            model(input_ids=prompt, cache=cache)
+            model(input_ids=prompt, **with_cache(model, cache))
     finally:
         for handle in handles:
             handle.remove()

@@ -10,6 +10,7 @@ import torch
 from scipy.stats import spearmanr
 from transformers import DynamicCache
 
+from thesis.core.models import with_cache
 from thesis.kvcache.expected_attention import ExpectedAttentionPress
 from thesis.kvcache.knorm import KNormPress
 from thesis.kvcache.mini.bootstrap import bootstrap_ci
@@ -99,7 +100,7 @@ def test_correlation_analysis_against_a_direct_computation(eager):
     heads = pd.DataFrame(found["heads"]).set_index(["layer", "head"])
     cache = DynamicCache(config=eager.config)
     with torch.no_grad():
-        out = eager(input_ids=ids, cache=cache, output_attentions=True)
+        out = eager(input_ids=ids, **with_cache(eager, cache), output_attentions=True)
     for layer in range(2):
         attn, keys = out.attentions[layer].double(), cache.layers[layer].keys.double()
         for head in range(4):
@@ -162,7 +163,7 @@ def test_greedy_answer_at_ratio_zero_equals_full_and_compression_shrinks_the_cac
     assert torch.equal(full[:, 0], logits.argmax(-1))
     cache = DynamicCache(config=model.config)
     with KNormPress(compression_ratio=0.5, skip_layers=())(model), torch.no_grad():
-        model(input_ids=ids, cache=cache)
+        model(input_ids=ids, **with_cache(model, cache))
     assert cache_entries(cache) == 2 * 2 * 3 * 12
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
+from thesis.core.models import with_cache
 from thesis.kvcache.adakv import AdaKVPress, headwise_keep
 from thesis.kvcache.baselines import (
     ObservedAttentionPress,
@@ -38,10 +39,10 @@ def prefill(model, prompt, press=None) -> DynamicCache:
     cache = DynamicCache(config=model.config)
     with torch.no_grad():
         if press is None:
-            model(input_ids=prompt, cache=cache)
+            model(input_ids=prompt, **with_cache(model, cache))
         else:
             with press(model):
-                model(input_ids=prompt, cache=cache)
+                model(input_ids=prompt, **with_cache(model, cache))
     return cache
 
 
@@ -165,11 +166,11 @@ def test_continuation_after_eviction_uses_absolute_positions(new_tokens, tiny_ll
         mask = torch.ones(1, n + new_tokens, dtype=torch.long)
         mask[:, evicted] = 0
         positions = torch.arange(n, n + new_tokens)[None]
-        reference = tiny_llama(input_ids=following, cache=full, attention_mask=mask, position_ids=positions).logits
+        reference = tiny_llama(input_ids=following, **with_cache(tiny_llama, full), attention_mask=mask, position_ids=positions).logits
         compressed = prefill(tiny_llama, prompt, press)
         with press(tiny_llama):
-            logits = tiny_llama(input_ids=following, cache=compressed).logits
-        wrong = tiny_llama(input_ids=following, cache=prefill(tiny_llama, prompt, press)).logits
+            logits = tiny_llama(input_ids=following, **with_cache(tiny_llama, compressed)).logits
+        wrong = tiny_llama(input_ids=following, **with_cache(tiny_llama, prefill(tiny_llama, prompt, press))).logits
     torch.testing.assert_close(logits, reference, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(wrong, reference, atol=1e-3)  # positions inferred from the shrunken cache
 
@@ -199,12 +200,12 @@ def test_headwise_cache_matches_per_head_masking(tiny_llama, prompt):
         handles = [layer.self_attn.register_forward_pre_hook(per_layer_mask, with_kwargs=True)
                    for layer in tiny_llama.model.layers]
         try:
-            reference = tiny_llama(input_ids=following, cache=full, position_ids=torch.arange(n, n + 3)[None]).logits
+            reference = tiny_llama(input_ids=following, **with_cache(tiny_llama, full), position_ids=torch.arange(n, n + 3)[None]).logits
         finally:
             for handle in handles:
                 handle.remove()
         with press(tiny_llama):
-            logits = tiny_llama(input_ids=following, cache=compressed).logits
+            logits = tiny_llama(input_ids=following, **with_cache(tiny_llama, compressed)).logits
     torch.testing.assert_close(logits, reference, atol=1e-5, rtol=1e-5)
     assert cache_entries(compressed) == LAYERS * KV_HEADS * (n_kept(n, 0.5) + 3)
 
@@ -219,7 +220,7 @@ def test_unsupported_model_and_padding_are_refused(tiny_llama, prompt):
     mask = torch.ones_like(prompt)
     mask[:, :3] = 0
     with pytest.raises(ValueError, match="padded batches"), KNormPress(0.5)(tiny_llama):
-        tiny_llama(input_ids=prompt, attention_mask=mask, cache=DynamicCache(config=tiny_llama.config))
+        tiny_llama(input_ids=prompt, attention_mask=mask, **with_cache(tiny_llama, DynamicCache(config=tiny_llama.config)))
     assert math.isclose(AdaKVPress(KNormPress(0.25)).compression_ratio, 0.25)
 
 

@@ -9,6 +9,8 @@ file or model and the fix.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 from pathlib import Path
@@ -191,3 +193,15 @@ def load_hf_tokenizer(path_or_name: str | Path, trust_remote_code: bool = False)
 
     return _from_pretrained(AutoTokenizer, path_or_name, "tokenizer",
                             **({"trust_remote_code": True} if trust_remote_code else {}))
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_argument(model_class: type) -> str:
+    parameters = inspect.signature(model_class.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def with_cache(model: nn.Module, cache: Any) -> dict[str, Any]:
+    """The keyword that hands `cache` to a transformers model's forward: `cache` in the releases that
+    renamed it, `past_key_values` in the 5.x releases before (both are in the supported range)."""
+    return {_cache_argument(type(model)): cache}

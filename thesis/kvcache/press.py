@@ -176,6 +176,8 @@ class PressBase:
 
         def count_tokens(_module, args, kwargs, output):
             cache = getattr(output, "cache", None)
+            if cache is None:  # transformers releases before the rename
+                cache = getattr(output, "past_key_values", None)
             if cache is not None:
                 positions = kwargs.get("position_ids")
                 inputs = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs["inputs_embeds"]

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from transformers import DynamicCache
 
 from thesis.core.evaluate import progress
+from thesis.core.models import with_cache
 from thesis.kvcache.expected_attention import ExpectedAttentionPress, averaged_rotation
 
 
@@ -89,7 +90,7 @@ def correlation_analysis(model: nn.Module, chunks: Tensor, filters: Tensor, n_fu
         for batch in progress(chunks.split(batch_size), desc="M1 correlation"):
             batch = batch.to(model.device)
             cache = DynamicCache(config=model.config)
-            out = model(input_ids=batch, cache=cache, output_attentions=True)
+            out = model(input_ids=batch, **with_cache(model, cache), output_attentions=True)
             per_layer, projections = [], []
             for index, layer in enumerate(layers):
                 module = layer.self_attn

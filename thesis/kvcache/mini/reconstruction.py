@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from transformers import DynamicCache
 
+from thesis.core.models import with_cache
 from thesis.kvcache.press import PressBase
 
 
@@ -21,12 +22,12 @@ def continuation_states(model: nn.Module, prefix: Tensor, continuation: Tensor, 
     cache = DynamicCache(config=model.config)
     positions = torch.arange(prefix.shape[1], prefix.shape[1] + continuation.shape[1], device=model.device)[None]
     if press is None:
-        model(input_ids=prefix.to(model.device), cache=cache)
-        out = model(input_ids=continuation.to(model.device), cache=cache, position_ids=positions, output_hidden_states=True)
+        model(input_ids=prefix.to(model.device), **with_cache(model, cache))
+        out = model(input_ids=continuation.to(model.device), **with_cache(model, cache), position_ids=positions, output_hidden_states=True)
     else:
         with press(model):
-            model(input_ids=prefix.to(model.device), cache=cache)
-            out = model(input_ids=continuation.to(model.device), cache=cache, position_ids=positions,
+            model(input_ids=prefix.to(model.device), **with_cache(model, cache))
+            out = model(input_ids=continuation.to(model.device), **with_cache(model, cache), position_ids=positions,
                         output_hidden_states=True)
     return torch.stack(out.hidden_states[1:]).float()
 

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from transformers import DynamicCache
 
+from thesis.core.models import with_cache
 from thesis.kvcache.mini.documents import Document
 from thesis.kvcache.mini.tokenizer import BOS
 from thesis.kvcache.press import PressBase
@@ -43,14 +44,14 @@ def greedy_bytes(model: nn.Module, context: Tensor, question: Tensor, n_new: int
     cache = DynamicCache(config=model.config)
     generated = []
     with press(model) if press is not None else nullcontext():
-        logits = model(input_ids=context, cache=cache, logits_to_keep=1).logits[:, -1]
+        logits = model(input_ids=context, **with_cache(model, cache), logits_to_keep=1).logits[:, -1]
         if question.shape[1]:
-            logits = model(input_ids=question, cache=cache, logits_to_keep=1).logits[:, -1]
+            logits = model(input_ids=question, **with_cache(model, cache), logits_to_keep=1).logits[:, -1]
         for step in range(n_new):
             token = logits.argmax(-1, keepdim=True)
             generated.append(token)
             if step + 1 < n_new:
-                logits = model(input_ids=token, cache=cache).logits[:, -1]
+                logits = model(input_ids=token, **with_cache(model, cache)).logits[:, -1]
     return torch.cat(generated, dim=1).cpu()
 
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import DynamicCache
 
+from thesis.core.models import with_cache
 from thesis.kvcache.decoding import DecodingPress
 from thesis.kvcache.press import Press
 from thesis.kvcache.mini.presses import RecentWindowPress
@@ -50,7 +51,7 @@ def token_losses(model: nn.Module, ids: Tensor, press: DecodingPress | None) -> 
         steps = []
         with press(model):
             for token in ids[:, :-1].split(1, dim=1):
-                steps.append(model(input_ids=token, cache=cache).logits)
+                steps.append(model(input_ids=token, **with_cache(model, cache)).logits)
         logits = torch.cat(steps, dim=1)
     targets = ids[:, 1:]
     nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from transformers import DynamicCache
 
 from thesis.core.errors import DataNotFoundError
+from thesis.core.models import with_cache
 from thesis.kvcache.press import PressBase
 from thesis.kvcache.tasks.base import PerplexityTask
 from thesis.kvcache.tasks.cache_stats import CacheStats, cache_stats
@@ -44,9 +45,9 @@ def compressed_nll(model: nn.Module, input_ids: Tensor, context_length: int, pre
     cache = DynamicCache(config=model.config)
     context, continuation = input_ids[:, :context_length], input_ids[:, context_length:]
     with press(model) if press is not None else nullcontext():
-        first = model(input_ids=context, cache=cache, logits_to_keep=1).logits
+        first = model(input_ids=context, **with_cache(model, cache), logits_to_keep=1).logits
         stats = cache_stats(model, cache, input_ids.shape[0], context_length)
-        rest = model(input_ids=continuation[:, :-1], cache=cache).logits if continuation.shape[1] > 1 else first[:, :0]
+        rest = model(input_ids=continuation[:, :-1], **with_cache(model, cache)).logits if continuation.shape[1] > 1 else first[:, :0]
     logits = torch.cat([first, rest], dim=1).float()
     nll = F.cross_entropy(logits.flatten(0, 1), continuation.flatten(), reduction="sum")
     return Scored(float(nll), continuation.numel(), stats)

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import DynamicCache
 
+from thesis.core.models import with_cache
 from thesis.kvcache.press import PressBase
 from thesis.kvcache.tasks.cache_stats import cache_stats
 from thesis.kvcache.tasks.perplexity import LanguageModelingTask, Scored
@@ -35,9 +36,9 @@ def streaming_nll(model: nn.Module, input_ids: Tensor, context_length: int, pres
         raise ValueError(f"context_length must leave a continuation: 0 < {context_length} < {input_ids.shape[1]}.")
     cache = DynamicCache(config=model.config)
     with press(model) if press is not None else nullcontext():
-        logits = [model(input_ids=input_ids[:, :context_length], cache=cache, logits_to_keep=1).logits]
+        logits = [model(input_ids=input_ids[:, :context_length], **with_cache(model, cache), logits_to_keep=1).logits]
         for token in input_ids[:, context_length:-1].split(1, dim=1):
-            logits.append(model(input_ids=token, cache=cache).logits)
+            logits.append(model(input_ids=token, **with_cache(model, cache)).logits)
     continuation = input_ids[:, context_length:]
     nll = F.cross_entropy(torch.cat(logits, dim=1).float().flatten(0, 1), continuation.flatten(), reduction="sum")
     stats = cache_stats(model, cache, input_ids.shape[0], input_ids.shape[1] - 1)
