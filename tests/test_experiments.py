@@ -16,7 +16,7 @@ EXPERIMENTS = experiments()
 #: suite (acm_mini, acm_vitb, moegt_atlas, semcom_curves) and would push the suite past its time: `make test-slow`
 SLOW_SMOKE = {"acm_mini_e30", "acm_mini_gate_lr", "acm_mini_ablation", "acm_vitb_sweep",
               "semcom_mini", "semcom_lyapunov",
-              "ceramics_synth_smoke",  # the runner of ceramics_mini at smaller sizes
+              "ceramics_synth_smoke", "ceramics_mini_long",  # the runner of ceramics_mini
               # runners covered in the default suite by ceramics_resnet18_scratch / ceramics_gradcam
               "ceramics_cv_deit_small", "ceramics_cv_resnet18", "ceramics_deit_small_pretrained",
               "ceramics_deit_small_scratch", "ceramics_resnet18_pretrained", "ceramics_fabric_examples",
