@@ -11,6 +11,7 @@ from transformers import DynamicCache
 from thesis.core.models import with_cache
 from thesis.kvcache.adakv import AdaKVPress, headwise_keep
 from thesis.kvcache.baselines import (
+    KeyDiffPress,
     ObservedAttentionPress,
     RandomPress,
     SnapKVPress,
@@ -32,7 +33,7 @@ def scoring_presses(ratio: float) -> list:
     return [KNormPress(ratio, skip_layers=()), RandomPress(ratio, seed=0), StreamingLLMPress(ratio),
             SnapKVPress(ratio, window=8), TOVAPress(ratio), ObservedAttentionPress(ratio),
             ExpectedAttentionPress(ratio), ExpectedAttentionPress(ratio, statistics="queries", value_norm="wo_v"),
-            QFiltersPress(ratio, filters=filters)]
+            QFiltersPress(ratio, filters=filters), KeyDiffPress(ratio)]
 
 
 def prefill(model, prompt, press=None) -> DynamicCache:
@@ -91,6 +92,23 @@ def test_knorm_keeps_lowest_norm_keys_and_skips_layers_0_and_1(tiny_llama_4_laye
         assert torch.equal(compressed.layers[i].keys, gather_positions(full.layers[i].keys, lowest))
     achieved = 1 - cache_entries(compressed) / cache_entries(full)
     assert achieved == pytest.approx(0.5 * (4 - 2) / 4)
+
+
+def test_keydiff_keeps_the_keys_that_point_away_from_the_mean_direction():
+    generator = torch.Generator().manual_seed(1)
+    common = torch.randn(HEAD_DIM, generator=generator)
+    keys = common + 0.1 * torch.randn(1, KV_HEADS, 12, HEAD_DIM, generator=generator)
+    outliers = [3, 8]
+    for position in outliers:  # orthogonal to the shared direction, so far from the mean unit key
+        other = torch.randn(HEAD_DIM, generator=generator)
+        keys[0, :, position] = other - (other @ common) / (common @ common) * common
+    scores = KeyDiffPress(0.5).score(None, None, keys, keys, None, {})
+    for head in range(KV_HEADS):  # an independent computation, one key at a time
+        unit = [k / k.norm() for k in keys[0, head].double()]
+        anchor = sum(unit) / len(unit)
+        expected = torch.stack([-(k @ anchor) / anchor.norm() for k in unit])
+        torch.testing.assert_close(scores[0, head].double(), expected, rtol=1e-5, atol=1e-6)
+        assert sorted(scores[0, head].topk(2).indices.tolist()) == outliers
 
 
 def test_kept_count_rounding():

@@ -1,4 +1,4 @@
-"""Baseline presses of Chapter 4 (spec D.1): random, StreamingLLM, SnapKV, TOVA, observed attention.
+"""Baseline presses of Chapter 4 (spec D.1): random, StreamingLLM, KeyDiff, SnapKV, TOVA, observed attention.
 
 Each scorer returns (batch, kv_heads, seq), higher = keep; protected positions get the layer's
 maximum score + 1 so top-k always keeps them.
@@ -6,6 +6,9 @@ maximum score + 1 so top-k always keeps them.
 - Random: uniform scores, from a generator seeded once per `with press(model)` when `seed` is set.
 - StreamingLLM [623]: keep the first `n_sink` positions (attention sinks) and the most recent ones;
   the keys are not re-rotated (the original method also re-rotates them).
+- KeyDiff: keys that point away from the head's average direction carry distinct information, so
+  the score is minus the cosine between each key and the mean of the head's unit keys (no queries,
+  no attention weights: it works with any attention kernel and in decoding).
 - SnapKV [348]: attention paid by the last `window` queries, averaged over them, smoothed by an
   average pool of width `kernel` along positions, averaged over the query heads of each KV head;
   the window itself is protected.
@@ -83,6 +86,17 @@ class StreamingLLMPress(Press):
         scores = keys.new_ones(keys.shape[:3], dtype=torch.float32)
         scores[..., self.n_sink:self.n_sink + n - kept] = 0
         return scores
+
+
+@dataclass
+class KeyDiffPress(Press):
+    """Evict the keys most similar to the head's mean unit key."""
+
+    def score(self, module: nn.Module, hidden_states: Tensor, keys: Tensor, values: Tensor,
+              attentions: Tensor | None, kwargs: dict[str, Any]) -> Tensor:
+        keys = keys.float()
+        anchor = F.normalize(keys, dim=-1).mean(dim=-2, keepdim=True)
+        return -F.cosine_similarity(keys, anchor, dim=-1)
 
 
 @dataclass
