@@ -17,10 +17,12 @@ from omegaconf import DictConfig
 
 from thesis.core.io import atomic_write_text
 from thesis.core.rundir import RunDir
+from thesis.spare.dola import dola_generate
 from thesis.spare.em import exact_match, steering_metrics
 from thesis.spare.generation import cad_generate, generate
 from thesis.spare.kc_data import Instance, block, demo_text, dev_test_split, prompt, sample_demos
 from thesis.spare.pipeline import collect, group_means, layer_vectors
+from thesis.spare.sea import fit_sea_direction, neutral_rows
 from thesis.spare.setup import context_match, load_instances, load_model, load_saes, memorised
 from thesis.spare.steering import ActAddEdit, SpareEdit, TaskVecEdit
 
@@ -53,7 +55,9 @@ def run_spare(cfg: DictConfig, run: RunDir) -> dict[str, object]:
     known = memorised(model, tokenizer, rows, pool, data, method.batch_size)
     dev, test = dev_test_split(known, data.n_dev_groups, data.dev_seed)
     test = test[:data.max_test] if data.max_test else test
-    layers = sorted(set(method.layers) | set(method.baselines.actadd.layers) | set(method.baselines.taskvec.layers))
+    sea_cfgs = {name: method.baselines[name] for name in ("sea_linear", "sea_sqexp") if method.baselines[name].enabled}
+    layers = sorted(set(method.layers) | set(method.baselines.actadd.layers) | set(method.baselines.taskvec.layers)
+                    | {layer for c in sea_cfgs.values() for layer in c.layers})
     prompts, owners = collection_prompts(dev, method.collect)
     collected = collect(model, tokenizer, prompts, [o.sub_answer for o in owners], [o.org_answer for o in owners],
                         layers, method.grouping, method.weighting, **gen)
@@ -74,6 +78,12 @@ def run_spare(cfg: DictConfig, run: RunDir) -> dict[str, object]:
                                   for layer, v in vectors.items()}
 
     means = {layer: group_means(collected, layer) for layer in layers}
+    neutral = neutral_rows(len(prompts), list(method.collect.styles)) if sea_cfgs else None
+    seas = {(name, layer, d): fit_sea_direction(collected.acts[layer], collected.label, neutral, d, feature=c.feature,
+                                                keep_ratio=c.keep_ratio, remove_ratio=c.remove_ratio,
+                                                keep_k=c.keep_k, remove_k=c.remove_k, length_scale=c.length_scale,
+                                                device=device)
+            for name, c in sea_cfgs.items() for layer in c.layers for d in ("context", "memory")}
     rows_out = []
     for seed in data.demo_seeds:
         demos = {i.idx: sample_demos(dev, data.k_shot, seed, i.group) for i in test}
@@ -85,6 +95,8 @@ def run_spare(cfg: DictConfig, run: RunDir) -> dict[str, object]:
                 runs[f"actadd_l{layer}_a{alpha}"] = (lambda l, a: lambda d: {l: ActAddEdit(*means[l], d, a)})(layer, alpha)
         for layer in method.baselines.taskvec.layers:
             runs[f"taskvec_l{layer}"] = (lambda l: lambda d: {l: TaskVecEdit(*means[l], d)})(layer)
+        for name, layer in dict.fromkeys((n, l) for n, l, _ in seas):
+            runs[f"{name}_l{layer}"] = (lambda n, l: lambda d: {l: seas[(n, l, d)]})(name, layer)
         outputs = {name: {d: generate(model, tokenizer, base_prompts, edits=fn(d), **gen) for d in ("context", "memory")}
                    for name, fn in runs.items()}
         if method.baselines.icl:
@@ -94,6 +106,13 @@ def run_spare(cfg: DictConfig, run: RunDir) -> dict[str, object]:
             closed = [demo_text(demos[i.idx], "closed") + block(None, i.question) for i in test]
             outputs["cad"] = {d: cad_generate(model, tokenizer, base_prompts, closed, method.baselines.cad[f"alpha_{d}"],
                                               data.max_new_tokens, method.batch_size) for d in ("context", "memory")}
+        if method.baselines.dola.enabled:
+            dola = method.baselines.dola
+            for bucket in dola.buckets:
+                label = bucket if isinstance(bucket, str) else "l" + "-".join(map(str, bucket))
+                outputs[f"dola_{label}"] = {d: dola_generate(model, tokenizer, base_prompts, dola[f"alpha_{d}"], bucket,
+                                                             dola.plausibility, data.max_new_tokens, method.batch_size)
+                                            for d in ("context", "memory")}
         for rule in dict.fromkeys([data.em_c, "exact"]):
             base_c, base_m = score(cfg, base, test, rule)
             rows_out.append({"method": "no_control", "demo_seed": seed, "em_rule": rule,
