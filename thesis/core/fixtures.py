@@ -287,3 +287,4 @@ def atlas_opendata_tiny(out: Path) -> None:
 
 # Builders for the sources of single chapters live in sibling modules; importing them registers them.
 from thesis.core import fixtures_ceramics, fixtures_semcom, fixtures_sinks, fixtures_spare  # noqa: E402,F401
+from thesis.core import fixtures_kv_decoding  # noqa: E402,F401

@@ -5,5 +5,5 @@ scored continuation (`perplexity.py`; read token by token under a decoding budge
 `streaming_perplexity.py`); generation tasks give `Sample`s (context, question,
 references) answered by greedy decoding after the context was compressed (`generation.py`).
 Generators: `needle.py`, `passkey.py`. Readers of the published benchmark files: `ruler.py`,
-`longbench.py`, `loogle.py`, `zero_scrolls.py`, `math500.py`. Scores: `metrics.py`.
+`longbench.py`, `loogle.py`, `zero_scrolls.py`, `math500.py`, `aime25.py`. Scores: `metrics.py`.
 """

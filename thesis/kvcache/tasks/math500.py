@@ -4,9 +4,9 @@ Layout: `<root>/test.jsonl` of the HuggingFaceH4/MATH-500 dataset; each record h
 `solution`, `answer`, `subject`, `level` and `unique_id`. The problem is the context; the
 instruction to reason and box the final answer follows it. Score: accuracy of the last
 `\boxed{}` of the generation against `answer` (spec C.3), compared after dropping spaces and `$`.
-The thesis compresses these generations during decoding (every 512 steps, `DecodingPress`); the
-generation task does not yet report the final cache of such runs, so this reader is used in the
-prefill regime, where only the problem is compressed.
+The thesis compresses these generations during decoding (every 512 steps): that regime, with the
+final cache measured, is `thesis.kvcache.decoding_eval` (`kv_ea_math500`); under `evaluate_presses`
+this reader runs in the prefill regime, where only the problem is compressed.
 """
 
 from __future__ import annotations
