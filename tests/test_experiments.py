@@ -25,7 +25,8 @@ SLOW_SMOKE = {"acm_mini_e30", "acm_mini_gate_lr", "acm_mini_ablation", "acm_vitb
               "semcom_flops_gain", "semcom_visualize", "moegt_mini_noload",
               # the same runners as spare_llama3_nqswap / spare_gemma2_nqswap / resid_probe_llama3_nqswap
               "spare_llama2_nqswap", "spare_llama2_macnoise", "spare_llama3_macnoise", "spare_gemma2_macnoise",
-              "resid_probe_llama2_nqswap", "resid_probe_llama2_macnoise"}
+              "resid_probe_llama2_nqswap", "resid_probe_llama2_macnoise",
+              "kv_ea_aime25"}  # the runner of kv_ea_math500
 SLOW_SMOKE_PREFIXES = ("moegt_ablation_",)
 #: `<name>_gpu` is `<name>` at GPU sizes: at smoke scale both run the same tiny twin
 SLOW_SMOKE_SUFFIXES = ("_gpu",)
