@@ -12,7 +12,8 @@ from thesis.results import markdown_table
 
 KIND = "table"
 INPUTS = ("reference/semcom_table3_10.csv",)
-RUNS = {"semcom_lyapunov/controller.csv": "ours", "semcom_mini/controller.csv": "mini"}
+RUNS = {"semcom_lyapunov/controller.csv": "ours", "semcom_mnv3/controller.csv": "ours (with MNV3 CNN)",
+        "semcom_mini/controller.csv": "mini"}
 
 
 def cells(frame: pd.DataFrame, value: str) -> pd.DataFrame:

@@ -15,7 +15,7 @@ EXPERIMENTS = experiments()
 #: variants whose smoke retraces a path another experiment's smoke already runs in the default
 #: suite (acm_mini, acm_vitb, moegt_atlas, semcom_curves) and would push the suite past its time: `make test-slow`
 SLOW_SMOKE = {"acm_mini_e30", "acm_mini_gate_lr", "acm_mini_ablation", "acm_vitb_sweep",
-              "semcom_mini", "semcom_lyapunov",
+              "semcom_mini", "semcom_lyapunov", "semcom_mnv3",
               "ceramics_synth_smoke", "ceramics_mini_long",  # the runner of ceramics_mini
               # runners covered in the default suite by ceramics_resnet18_scratch / ceramics_gradcam
               "ceramics_cv_deit_small", "ceramics_cv_resnet18", "ceramics_deit_small_pretrained",

@@ -1,4 +1,5 @@
-"""The controller experiment (Table 3.10, Fig. 3.30): Alg. 2 for the proposal and the ViT AE.
+"""The controller experiment (Table 3.10, Fig. 3.30): Alg. 2 for the proposal, the ViT AE and,
+when `method.mnv3` lists the `cnn` codec, the MNV3 CNN baseline (its only knob is r).
 
 For each pipeline (adaptive = "Proposal", static = "ViT AE"), training regime (noiseless = P,
 robust = R), SNR scenario and threshold Gamma_th: the proxy table Lambda (training images, SNR
@@ -15,9 +16,17 @@ import numpy as np
 
 from thesis.semcom import figures
 from thesis.semcom.lyapunov import deploy, draw_snr, nearest, select, simulate
+from thesis.semcom.mobilenet_pipeline import LABELS as MNV3_LABELS
 
 METHODS = {"adaptive": "Proposal", "vitae": "ViT AE"}
 REGIMES = {"noiseless": "P", "robust": "R"}
+
+
+def methods(ctx) -> dict[str, str]:
+    """Proposal and ViT AE, plus MNV3 CNN (the thesis's controller baseline) when it is configured."""
+    extra = {name.rsplit("_", 1)[0]: MNV3_LABELS[kind] for name, (kind, _) in ctx.mnv3_pipelines.items()
+             if kind == "cnn"}
+    return {**METHODS, **extra}
 
 
 def controller_part(ctx) -> dict[str, object]:
@@ -26,7 +35,7 @@ def controller_part(ctx) -> dict[str, object]:
     pairs = list(itertools.product(ctl.V, ctl.mu))
     thresholds = [float(g) for g in ctl.thresholds]
     rows, traces = [], []
-    for (method, label), (regime, column) in itertools.product(METHODS.items(), REGIMES.items()):
+    for (method, label), (regime, column) in itertools.product(methods(ctx).items(), REGIMES.items()):
         pipeline = f"{method}_{regime}"
         proxy_grid, test_grid = ctx.grid(pipeline, "train"), ctx.grid(pipeline, "test")
         proxy, rho = proxy_grid.accuracy, proxy_grid.mean_rho

@@ -12,12 +12,16 @@ from thesis.semcom.digital import to_uint8
 from thesis.semcom.evaluate import envelope
 
 LABELS = {"adaptive_robust": "Proposal (robust)", "adaptive_noiseless": "Proposal (noiseless)",
-          "vitae_robust": "ViT AE (robust)", "vitae_noiseless": "ViT AE (noiseless)"}
+          "vitae_robust": "ViT AE (robust)", "vitae_noiseless": "ViT AE (noiseless)",
+          "mnv3cnn_robust": "MNv3 CNN (robust)", "mnv3cnn_noiseless": "MNv3 CNN (noiseless)",
+          "mnv3_robust": "MNv3 (robust)", "mnv3_noiseless": "MNv3 (noiseless)"}
+POINTS = {"vitae_robust": "o", "vitae_noiseless": "x", "mnv3cnn_robust": "s", "mnv3cnn_noiseless": "+",
+          "mnv3_robust": "^", "mnv3_noiseless": "v"}
 
 
 def accuracy_vs_rho(curves: list[dict], digital: list[dict], snrs, root: Path) -> list[Path]:
-    """Figs. 3.27-3.28 analogue: one panel per test SNR; proposal envelopes as lines, ViT AE as
-    points (one per r), digital schemes as lines."""
+    """Figs. 3.27-3.28 analogue: one panel per test SNR; proposal envelopes as lines, ViT AE and
+    MobileNetV3 baselines (when measured) as points (one per r), digital schemes as lines."""
     frame, dig = pd.DataFrame(curves), pd.DataFrame(digital)
     fig, axes = new_figure(width=3.2 * len(snrs), height=3.0, ncols=len(snrs))
     axes = np.atleast_1d(axes)
@@ -27,8 +31,10 @@ def accuracy_vs_rho(curves: list[dict], digital: list[dict], snrs, root: Path) -
             part = at[at.pipeline == pipeline].groupby(["alpha", "r"])[["rho", "accuracy"]].mean()
             x, y = envelope(part.rho.to_numpy(), part.accuracy.to_numpy())
             ax.step(x, y, style, where="post", label=LABELS[pipeline])
-        for pipeline, marker in (("vitae_robust", "o"), ("vitae_noiseless", "x")):
+        for pipeline, marker in POINTS.items():
             part = at[at.pipeline == pipeline]
+            if part.empty:
+                continue
             ax.scatter(part.rho, part.accuracy, marker=marker, label=LABELS[pipeline], zorder=3)
         for scheme, part in dig[dig.snr_db == snr].groupby("scheme"):
             ax.plot(part.rho, part.accuracy, ":", label=f"digital {scheme}")

@@ -65,7 +65,9 @@ def _train(cfg: DictConfig, model: SemanticViT, datamodule, stages: RunDir, stag
     torch.save(model.state_dict(), stages.path / WEIGHTS)
 
 
-def _cached(cfg: DictConfig, stages: RunDir, model: SemanticViT) -> bool:
+def restore_trained(cfg: DictConfig, stages: RunDir, model) -> bool:
+    """Load a stage's saved weights into `model` (True), or clear the stage folder for a fresh
+    training (False; also when `cfg.force` asks for one)."""
     weights = stages.path / WEIGHTS
     if weights.is_file() and not cfg.force:
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
@@ -88,7 +90,7 @@ class Stages:
             cfg = self.cfg
             model = build(cfg, self.num_classes, adaptive=False, link=False)
             stages = stage_dir(cfg, "backbone", {"pretrain": cfg.method.pretrain})
-            if not _cached(cfg, stages, model):
+            if not restore_trained(cfg, stages, model):
                 log.info("training the backbone")
                 _train(cfg, model, self.data, stages, "backbone", cfg.method.pretrain)
             self._memo[key] = model.eval()
@@ -105,7 +107,7 @@ class Stages:
             model = build(cfg, self.num_classes, adaptive=True, link=False)
             stages = stage_dir(cfg, f"adaptive_ls{lambda_s:g}", {"pretrain": cfg.method.pretrain, "selection": sel,
                                                                  "lambda_s": lambda_s, "split": cfg.method.split})
-            if not _cached(cfg, stages, model):
+            if not restore_trained(cfg, stages, model):
                 model.load_state_dict(self.backbone().state_dict(), strict=False)
                 log.info("training token selection, lambda_s=%g", lambda_s)
                 _train(cfg, model, self.data, stages, "selection", sel, lambda_s=lambda_s, lambda_r=sel.lambda_r,
@@ -124,7 +126,7 @@ class Stages:
             what = {"pretrain": cfg.method.pretrain, "djscc": cfg.method.djscc, "kind": kind, "regime": regime,
                     "split": cfg.method.split, **({"selection": cfg.method.selection} if adaptive else {})}
             stages = stage_dir(cfg, f"djscc_{kind}_{regime}", what)
-            if not _cached(cfg, stages, model):
+            if not restore_trained(cfg, stages, model):
                 model.load_state_dict(base.state_dict(), strict=False)
                 sel, dj = cfg.method.selection, cfg.method.djscc
                 log.info("training the %s DJSCC pipeline (%s)", kind, regime)

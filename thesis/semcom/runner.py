@@ -1,7 +1,8 @@
 """Runners of Sec. 3.3. `run_semcom` runs the parts named in `method.parts` on shared staged models:
 
   curves      accuracy vs rho per test SNR, adaptive and ViT AE pipelines, robust and noiseless,
-              digital Resize / JPEG (Figs. 3.27-3.28)
+              digital Resize / JPEG (Figs. 3.27-3.28); with `method.mnv3` set, the MobileNetV3
+              baselines too (and MNV3 CNN in the controller)
   flops_gain  accuracy, budget adherence and FLOPs gain vs alpha for a lambda_s sweep (Fig. 3.29)
   controller  Lambda tables, (V, mu) search and test deployment of Alg. 2 (Table 3.10, Fig. 3.30)
   visualize   kept-token maps per block for a few budgets (Fig. 3.31)
@@ -28,6 +29,7 @@ from thesis.semcom.digital import needed_sides
 from thesis.semcom.claims import mini_claims
 from thesis.semcom.controller import controller_part
 from thesis.semcom.evaluate import Grid, evaluate_grid, selection_profile
+from thesis.semcom.mobilenet_pipeline import MobileNetStages, evaluate_split_grid, pipelines
 from thesis.semcom.pipeline import Stages
 
 PIPELINES = {"adaptive_robust": ("adaptive", "robust"), "adaptive_noiseless": ("adaptive", "noiseless"),
@@ -40,12 +42,22 @@ class Context:
     run: RunDir
     data: object
     stages: Stages
+    mnv3: MobileNetStages | None = None
     grids: dict[tuple[str, str], Grid] = field(default_factory=dict)
     tables: dict[str, list[dict]] = field(default_factory=dict)
 
     @property
     def ev(self) -> DictConfig:
         return self.cfg.method.evaluation
+
+    @property
+    def mnv3_pipelines(self) -> dict[str, tuple[str, str]]:
+        """MobileNetV3 baselines of `method.mnv3.codecs` (none when `method.mnv3` is not set)."""
+        return pipelines(self.cfg.method.mnv3.codecs) if self.mnv3 is not None else {}
+
+    @property
+    def pipelines(self) -> list[str]:
+        return [*PIPELINES, *self.mnv3_pipelines]
 
     def loader(self, split: str) -> DataLoader:
         if split == "test":
@@ -55,10 +67,15 @@ class Context:
     def grid(self, pipeline: str, split: str) -> Grid:
         """Grid of a pipeline on the test images or the controller's training subset (cached)."""
         key = (pipeline, split)
+        limit = self.ev.test_limit if split == "test" else self.ev.proxy_limit
+        if key not in self.grids and pipeline in self.mnv3_pipelines:
+            model = self.mnv3.djscc(*self.mnv3_pipelines[pipeline])
+            self.grids[key] = evaluate_split_grid(model, self.loader(split), self.cfg.method.djscc.ratios,
+                                                  self.ev.snr_grid, seed=self.cfg.seed, limit=limit,
+                                                  desc=f"{pipeline}/{split}")
         if key not in self.grids:
             kind, regime = PIPELINES[pipeline]
             model = self.stages.djscc(kind, regime)
-            limit = self.ev.test_limit if split == "test" else self.ev.proxy_limit
             self.grids[key] = evaluate_grid(model, self.loader(split), self.ev.alphas, self.cfg.method.djscc.ratios,
                                             self.ev.snr_grid, seed=self.cfg.seed, limit=limit,
                                             desc=f"{pipeline}/{split}")
@@ -71,7 +88,7 @@ class Context:
 
 def curves_part(ctx: Context) -> dict[str, object]:
     rows = []
-    for pipeline in PIPELINES:
+    for pipeline in ctx.pipelines:
         rows += ctx.grid(pipeline, "test").rows(pipeline)
     ctx.write("curves", rows)
     images = next(iter(ctx.loader("test")))[0]
@@ -84,7 +101,7 @@ def curves_part(ctx: Context) -> dict[str, object]:
     ctx.write("digital", digital)
     figures.accuracy_vs_rho(rows, digital, ctx.ev.test_snrs, ctx.run.path)
     metrics = {}
-    for pipeline in PIPELINES:
+    for pipeline in ctx.pipelines:
         acc = ctx.grid(pipeline, "test").accuracy
         metrics[f"curves/{pipeline}/best_accuracy"] = float(acc.max())
     return metrics
@@ -137,7 +154,7 @@ def run_semcom(cfg: DictConfig, run: RunDir) -> dict[str, object]:
         raise ConfigError(f"method.parts names {unknown}; valid parts: {', '.join(PARTS)}")
     data = instantiate(cfg.data)
     data.setup()
-    ctx = Context(cfg, run, data, Stages(cfg, data))
+    ctx = Context(cfg, run, data, Stages(cfg, data), MobileNetStages(cfg, data) if cfg.method.get("mnv3") else None)
     metrics: dict[str, object] = {"setting/split": cfg.method.split, "setting/classes": data.num_classes}
     for part in cfg.method.parts:
         metrics.update(PARTS[part](ctx))
