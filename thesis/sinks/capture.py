@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from contextlib import ContextDecorator
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -106,6 +107,8 @@ class SinkCapture(ContextDecorator):
     score: Score = "colsum"
     require_eps: bool = False
     records: list[LayerStats] = field(default_factory=list)
+    #: called as on_scores(step, layer, scores (batch, heads, keys)) before the scores are dropped
+    on_scores: Callable[[int, int, torch.Tensor], None] | None = None
 
     def __post_init__(self) -> None:
         check_score(self.score)
@@ -133,6 +136,8 @@ class SinkCapture(ContextDecorator):
                    enable_gqa=False):
         with torch.no_grad():
             scores = key_scores(explicit_attention(query, key, attn_mask, is_causal, scale), self.score)
+        if self.on_scores is not None:
+            self.on_scores(self._step, self._layer, scores)
         k = min(self.keep, scores.shape[-1])
         top_scores, top_positions = scores.topk(k, dim=-1)
         flags = is_sink(scores, self.eps)
