@@ -27,8 +27,8 @@ SLOW_SMOKE = {"acm_mini_e30", "acm_mini_gate_lr", "acm_mini_ablation", "acm_vitb
               "spare_llama2_nqswap", "spare_llama2_macnoise", "spare_llama3_macnoise", "spare_gemma2_macnoise",
               "resid_probe_llama2_nqswap", "resid_probe_llama2_macnoise",
               "kv_ea_aime25",  # the runner of kv_ea_math500
-              "moegt_gcn_feature_hiding", "moegt_dm_groups_mgt",
-              "sinks_dream", "sinks_mmada", "sinks_eps_sweep"}  # the runner of sinks_llada  # nine / three trainings; moegt_dm_groups_gcn stays
+              "moegt_gcn_feature_hiding", "moegt_dm_groups_mgt",  # nine / three trainings; moegt_dm_groups_gcn stays
+              "sinks_dream", "sinks_mmada", "sinks_eps_sweep"}  # the runner of sinks_llada
 SLOW_SMOKE_PREFIXES = ("moegt_ablation_",)
 #: `<name>_gpu` is `<name>` at GPU sizes: at smoke scale both run the same tiny twin
 SLOW_SMOKE_SUFFIXES = ("_gpu",)
