@@ -28,7 +28,15 @@ SLOW_SMOKE = {"acm_mini_e30", "acm_mini_gate_lr", "acm_mini_ablation", "acm_vitb
               "resid_probe_llama2_nqswap", "resid_probe_llama2_macnoise",
               "kv_ea_aime25",  # the runner of kv_ea_math500
               "moegt_gcn_feature_hiding", "moegt_dm_groups_mgt",  # nine / three trainings; moegt_dm_groups_gcn stays
-              "sinks_dream", "sinks_mmada", "sinks_eps_sweep"}  # the runner of sinks_llada
+              "sinks_dream", "sinks_mmada", "sinks_eps_sweep",  # the runner of sinks_llada
+              # the runners of spare_layerwise_llama3_nqswap, spare_mi_distribution_llama3_nqswap,
+              # resid_select_probe_llama3_nqswap and prepare_memorised_llama3_nqswap
+              "spare_layerwise_gemma2_nqswap", "spare_mi_distribution_llama2_nqswap",
+              "spare_mi_distribution_gemma2_nqswap", "resid_select_probe_llama2_nqswap",
+              "resid_select_probe_llama2_macnoise", "resid_select_probe_llama3_macnoise",
+              "prepare_memorised_llama3_macnoise", "prepare_memorised_llama2_nqswap",
+              "prepare_memorised_llama2_macnoise", "prepare_memorised_gemma2_nqswap",
+              "prepare_memorised_gemma2_macnoise"}
 SLOW_SMOKE_PREFIXES = ("moegt_ablation_",)
 #: `<name>_gpu` is `<name>` at GPU sizes: at smoke scale both run the same tiny twin
 SLOW_SMOKE_SUFFIXES = ("_gpu",)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
+from thesis.core.errors import ConfigError
 from thesis.core.rundir import RunDir
 from thesis.spare.em import exact_match
 from thesis.spare.generation import generate
@@ -21,6 +22,9 @@ from thesis.spare.resid import (conflict_probe, group_statistics, plot_probe_cur
                                 selection_probe)
 from thesis.spare.setup import context_match, load_instances, load_model, memorised
 
+#: `method.tasks` (default both): the selection-only runs (resid_select_probe_*) skip the E_M pass
+PROBE_TASKS = ("conflict", "selection")
+
 
 def run_resid_probe(cfg: DictConfig, run: RunDir) -> dict[str, object]:
     method, data = cfg.method, cfg.data
@@ -30,8 +34,11 @@ def run_resid_probe(cfg: DictConfig, run: RunDir) -> dict[str, object]:
     demo_pool = pool[-method.demo_pool_size:] if data.demo_split is None else pool
     layers = list(range(len(decoder_layers(model))))
     demos = {i.idx: sample_demos(demo_pool, method.k_shot, method.demo_seed, i.group) for i in known}
+    tasks = list(method.get("tasks", PROBE_TASKS))
+    if not tasks or set(tasks) - set(PROBE_TASKS):
+        raise ConfigError(f"method.tasks={tasks} must be a non-empty subset of {list(PROBE_TASKS)}")
     features, predictions = {}, {}
-    for context in ("sub_context", "org_context"):
+    for context in ("sub_context", "org_context") if "conflict" in tasks else ("sub_context",):
         capture = Capture(model, layers, KINDS)
         predictions[context] = generate(model, tokenizer, [prompt(i, demos[i.idx], "doo", context) for i in known],
                                         data.max_new_tokens, method.batch_size, capture=capture)
@@ -50,9 +57,12 @@ def run_resid_probe(cfg: DictConfig, run: RunDir) -> dict[str, object]:
     config = ProbeConfig(l1=method.probe.l1, epochs=method.probe.epochs, penalise_bias=method.probe.penalise_bias)
     seeds = list(range(method.probe.seeds))
     groups = [i.group for i in known]
-    probe_rows = conflict_probe(features["sub_context"], features["org_context"], groups, method.n_test_groups, config,
-                                seeds)
-    probe_rows += selection_probe(features["sub_context"], label, groups, method.n_test_groups, config, seeds)
+    probe_rows = []
+    if "conflict" in tasks:
+        probe_rows += conflict_probe(features["sub_context"], features["org_context"], groups, method.n_test_groups,
+                                     config, seeds)
+    if "selection" in tasks:
+        probe_rows += selection_probe(features["sub_context"], label, groups, method.n_test_groups, config, seeds)
     stats = group_statistics(features["sub_context"], label)
     run.write_table("probe", probe_rows)
     run.write_table("stats", stats)
@@ -65,6 +75,8 @@ def run_resid_probe(cfg: DictConfig, run: RunDir) -> dict[str, object]:
                                   "memory_rate": 100 * float(is_m.mean())}
     for (task, kind, layer), value in curve.items():
         metrics[f"{task}/{kind}/layer{layer}/auroc"] = float(value)
-    hidden = curve.loc[("conflict", "hidden")]
-    metrics.update({"conflict/hidden/peak_layer": int(hidden.idxmax()), "conflict/hidden/peak_auroc": float(hidden.max())})
+    for task in tasks:
+        hidden = curve.loc[(task, "hidden")]
+        metrics.update({f"{task}/hidden/peak_layer": int(hidden.idxmax()),
+                        f"{task}/hidden/peak_auroc": float(hidden.max())})
     return metrics
