@@ -27,7 +27,7 @@ External / code facts, not in the thesis:
   i.e. KL(p || q) divided by the depth, with the target log p = Normal(target, 1).log_prob(1..L)
   not renormalised and q clamped to [1e-3, 0.999]; kept as is so the weight 1.0 means the same.
 - In A-ViT's and the authors' code the class token halts like the others and the classifier reads
-  its mean-field output; here (our choice, stated in the spec) it never halts. Consequence: as
+  its mean-field output; here (a choice of this project) it never halts. Consequence: as
   for patch tokens in the original, the task loss reaches no halting score (the masks are hard);
   halting is shaped by the ponder and prior losses while the network adapts to it.
 - `init_halting_bias` is the code's start: the bias of channel 0 of each block's fc2 is set so
