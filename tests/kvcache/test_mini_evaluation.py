@@ -17,12 +17,13 @@ from thesis.kvcache.mini.bootstrap import bootstrap_ci
 from thesis.kvcache.mini.claims import GATE_NOTE, evaluate_claims
 from thesis.kvcache.mini.correlation import (attention_loss_ratio, attention_received, correlation_analysis,
                                              ea_logits, spearman)
-from thesis.kvcache.mini.documents import TrainingStream, equal_length_words
+from thesis.kvcache.mini.documents import TrainingStream, equal_length_words, evaluation_documents
 from thesis.kvcache.mini.corpus import pydoc_corpus
 from thesis.kvcache.mini.model import build_model, load_model
 from thesis.kvcache.mini.presses import KeepHighNormPress, RecentWindowPress
 from thesis.kvcache.mini.reconstruction import continuation_states, reconstruction_error
 from thesis.kvcache.mini.retrieval import greedy_bytes
+from thesis.kvcache.mini.runner import check_trained_length
 from thesis.kvcache.mini.streaming import streaming_press, token_losses
 from thesis.kvcache.mini.tokenizer import BOS
 from thesis.kvcache.mini.train import learning_rate, train_model
@@ -259,3 +260,16 @@ def test_claims_pass_on_tables_that_show_the_thesis_pattern_and_gate_retrieval_c
     assert not gated["G0"]["passed"] and gated["G0"]["verdict"] == "not reproduced"
     assert gated["C3"]["verdict"] == gated["C5"]["verdict"] == "inconclusive" and GATE_NOTE in gated["C3"]["statement"]
     assert gated["C1"]["verdict"] == gated["C4"]["verdict"] == "reproduced"  # C4 passes on perplexity
+
+
+def test_retrieval_prompts_must_stay_within_the_trained_length():
+    from thesis.core.errors import ConfigError
+
+    corpus = pydoc_corpus(0.1)
+    words = equal_length_words(corpus.words(), 6)
+    docs = {kind: evaluation_documents(kind, 8, 864, corpus, words, 0) for kind in ("passkey", "niah")}
+    check_trained_length(docs, 1024)  # the configured context: the longest prompt fits
+    longest = max(len(d.ids()) - 2 for task in docs.values() for d in task)
+    assert longest <= 1024
+    with pytest.raises(ConfigError, match="context_length"):
+        check_trained_length(docs, longest - 1)

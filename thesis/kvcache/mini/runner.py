@@ -22,6 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from thesis.core.claims import claim_metrics
+from thesis.core.errors import ConfigError
 from thesis.core.evaluate import progress
 from thesis.core.hardware import device_of
 from thesis.core.rundir import RunDir
@@ -110,10 +111,22 @@ def run_streaming(model, eval_cfg, presses, corpus: Corpus, filters, seed: int):
     return pd.DataFrame(rows), per_chunk, full
 
 
-def run_retrieval(model, eval_cfg, presses, corpus: Corpus, words, filters, seed: int) -> pd.DataFrame:
+def check_trained_length(docs: dict[str, list], trained_length: int) -> None:
+    """M3 measures retrieval, not length extrapolation: every position a prompt reaches (BOS, context,
+    question, answer but its last byte) must be one the model was trained at."""
+    longest = max(len(doc.ids()) - 2 for task_docs in docs.values() for doc in task_docs)
+    if longest > trained_length:
+        raise ConfigError(f"M3 prompts reach {longest} positions but the model was trained on sequences of "
+                          f"{trained_length}: lower method.eval.retrieval.context_length by {longest - trained_length} "
+                          "(or more), or train longer sequences (method.train.seq_len)")
+
+
+def run_retrieval(model, eval_cfg, presses, corpus: Corpus, words, filters, seed: int,
+                  trained_length: int) -> pd.DataFrame:
     m3 = eval_cfg.retrieval
     docs = {task: evaluation_documents(task, m3.prompts, m3.context_length, corpus, words, seed + 10 + i)
             for i, task in enumerate(("passkey", "niah"))}
+    check_trained_length(docs, trained_length)
     settings = [("full", 0.0, False)] + [(m, r, False) for m in m3.methods for r in m3.ratios if r > 0]
     settings += [(m, r, True) for m in m3.query_aware_methods for r in m3.ratios if r > 0]
     rows = []
@@ -175,7 +188,7 @@ def run_kv_mini(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
     streaming, per_chunk, full = run_streaming(model, eval_cfg, presses, corpus, filters, cfg.seed)
     stages("m2", began)
     began = time.time()
-    retrieval = run_retrieval(model, eval_cfg, presses, corpus, words, filters, cfg.seed)
+    retrieval = run_retrieval(model, eval_cfg, presses, corpus, words, filters, cfg.seed, train.seq_len)
     stages("m3", began)
     reconstruction = None
     if eval_cfg.reconstruction.enabled:
