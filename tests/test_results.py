@@ -32,6 +32,22 @@ def test_collect_writes_long_form_rows_without_smoke_runs(tmp_path):
     assert (results / "exp" / "curve.csv").read_text() == first  # re-collecting is stable
 
 
+def test_collecting_a_new_seed_keeps_the_seeds_collected_before(tmp_path):
+    outputs, results = tmp_path / "outputs", tmp_path / "results"
+    fake_run(outputs, "exp", "h0", 0, "paper", 0.7)
+    pipeline.collect(outputs, results)
+    shutil.rmtree(outputs / "exp" / "h0")  # seed 0's run directory is gone, its rows are committed
+    fake_run(outputs, "exp", "h1", 1, "paper", 0.8)
+    pipeline.collect(outputs, results)
+    assert pd.read_csv(results / "exp" / "runs.csv")["test/acc"].tolist() == [0.7, 0.8]
+    assert pd.read_csv(results / "exp" / "curve.csv").acc.tolist() == [0.7, 0.71, 0.8, 0.81]
+    fake_run(outputs, "exp", "h1", 1, "paper", 0.9)  # a rerun of a run replaces its rows
+    pipeline.collect(outputs, results)
+    assert pd.read_csv(results / "exp" / "runs.csv")["test/acc"].tolist() == [0.7, 0.9]
+    pipeline.collect(outputs, results, replace=True)
+    assert pd.read_csv(results / "exp" / "runs.csv")["test/acc"].tolist() == [0.9]
+
+
 def test_recipe_with_missing_inputs_says_what_to_run(tmp_path):
     recipe = next(iter(pipeline.recipes().values()))
     with pytest.raises(FileNotFoundError, match="make collect"):

@@ -49,11 +49,15 @@ def finished_runs(outputs: Path, include_smoke: bool = False) -> list[Path]:
     return [r for r in runs if include_smoke or run_metadata(r)["scale"] != "smoke"]
 
 
-def collect(outputs: Path, results: Path = RESULTS_DIR, include_smoke: bool = False) -> list[Path]:
+def collect(outputs: Path, results: Path = RESULTS_DIR, include_smoke: bool = False,
+            replace: bool = False) -> list[Path]:
     """Write `results/<experiment>/runs.csv` (one row per run) and every per-run table, concatenated.
 
     A per-run table `<run>/tables/<name>.csv` becomes `results/<experiment>/<name>.csv` with the
     run's metadata columns in front. Rows are sorted so that re-collecting gives identical files.
+    Rows of runs already in a results CSV whose run directories are not under `outputs` (a seed
+    collected earlier, its outputs since deleted) are kept, so that adding a seed never drops the
+    committed ones; `replace=True` rewrites each CSV from `outputs` alone.
     """
     rows: dict[str, list[dict]] = {}
     tables: dict[tuple[str, str], list[pd.DataFrame]] = {}
@@ -70,12 +74,23 @@ def collect(outputs: Path, results: Path = RESULTS_DIR, include_smoke: bool = Fa
             tables.setdefault((meta["experiment"], table.stem), []).append(frame)
     written = []
     for experiment, experiment_rows in rows.items():
-        frame = pd.DataFrame(experiment_rows).sort_values(["seed", "run"], na_position="last")
-        written.append(_write_csv(frame, results / experiment / "runs.csv"))
+        path = results / experiment / "runs.csv"
+        frame = _with_earlier_runs(pd.DataFrame(experiment_rows), path, replace)
+        written.append(_write_csv(frame.sort_values(["seed", "run"], na_position="last"), path))
     for (experiment, name), frames in tables.items():
-        frame = pd.concat(frames, ignore_index=True).sort_values(["seed", "run"], kind="stable")
-        written.append(_write_csv(frame, results / experiment / f"{name}.csv"))
+        path = results / experiment / f"{name}.csv"
+        frame = _with_earlier_runs(pd.concat(frames, ignore_index=True), path, replace)
+        written.append(_write_csv(frame.sort_values(["seed", "run"], kind="stable"), path))
     return written
+
+
+def _with_earlier_runs(frame: pd.DataFrame, path: Path, replace: bool) -> pd.DataFrame:
+    """`frame` plus the rows of `path` that belong to runs `frame` does not hold."""
+    if replace or not path.is_file():
+        return frame
+    earlier = pd.read_csv(path, dtype={"run": str})
+    earlier = earlier[~earlier["run"].isin(frame["run"].astype(str))]
+    return pd.concat([earlier, frame], ignore_index=True) if len(earlier) else frame
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -187,6 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     col = sub.add_parser("collect", help="run dirs -> results/<experiment>/*.csv")
     col.add_argument("--outputs", type=Path, default=Path("outputs"))
     col.add_argument("--include-smoke", action="store_true")
+    col.add_argument("--replace", action="store_true",
+                     help="rewrite each CSV from --outputs alone (default: keep rows of runs no longer there)")
     sub.add_parser("figures", help="render every figure recipe")
     sub.add_parser("tables", help="render every table recipe")
     one = sub.add_parser("render", help="render one recipe")
@@ -195,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("list", help="list recipes")
     args = parser.parse_args(argv)
     if args.command == "collect":
-        written = collect(args.outputs, include_smoke=args.include_smoke)
+        written = collect(args.outputs, include_smoke=args.include_smoke, replace=args.replace)
     elif args.command in ("figures", "tables"):
         written = render_all(args.command[:-1])
     elif args.command == "render":
