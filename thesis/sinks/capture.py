@@ -93,8 +93,32 @@ def combine_masks(attn_mask: torch.Tensor | None, is_causal: bool, keep: torch.T
     return keep if attn_mask is None else keep & attn_mask
 
 
+class SdpaInterceptor(ContextDecorator):
+    """Replaces `F.scaled_dot_product_attention` with `self._attention` while active. Each call is one
+    layer of the current forward pass: `begin_step` resets the layer count, `_attention` advances it."""
+
+    _step: int = 0
+    _layer: int = 0
+    _original: Callable | None = None
+
+    def begin_step(self, step: int) -> None:
+        """Call before each forward pass: the next attention call is layer 0 of `step`."""
+        self._step, self._layer = step, 0
+
+    def __enter__(self):
+        if self._original is not None:
+            raise ConfigError(f"{type(self).__name__} is already active: do not nest it")
+        self._original = F.scaled_dot_product_attention
+        torch.nn.functional.scaled_dot_product_attention = self._attention
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        torch.nn.functional.scaled_dot_product_attention = self._original
+        self._original = None
+
+
 @dataclass
-class SinkCapture(ContextDecorator):
+class SinkCapture(SdpaInterceptor):
     """Capture the top-`keep` key scores per (step, layer, head) and mask the top-`topk` keys.
 
     `require_eps`: mask only top-`topk` keys that also pass Eq. 5.16 (the rest stay unmasked; the
@@ -115,22 +139,6 @@ class SinkCapture(ContextDecorator):
         if self.keep < 1 or not 0 <= self.topk <= self.keep:
             raise ConfigError(f"sink capture needs keep >= 1 and 0 <= topk <= keep (masked keys are among the kept "
                               f"ones), got keep={self.keep}, topk={self.topk}: raise keep")
-        self._step, self._layer, self._original = 0, 0, None
-
-    def begin_step(self, step: int) -> None:
-        """Call before each forward pass: the next attention call is layer 0 of `step`."""
-        self._step, self._layer = step, 0
-
-    def __enter__(self) -> "SinkCapture":
-        if self._original is not None:
-            raise ConfigError("SinkCapture is already active: do not nest it")
-        self._original = F.scaled_dot_product_attention
-        torch.nn.functional.scaled_dot_product_attention = self._attention
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        torch.nn.functional.scaled_dot_product_attention = self._original
-        self._original = None
 
     def _attention(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                    enable_gqa=False):

@@ -11,15 +11,13 @@ decodes like the first pass.
 
 from __future__ import annotations
 
-from contextlib import ContextDecorator
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from thesis.core.errors import ConfigError
-from thesis.sinks.capture import explicit_attention
+from thesis.sinks.capture import SdpaInterceptor, explicit_attention
 from thesis.sinks.detection import Score, key_scores
 
 EVENT_KINDS = ("move", "appear", "vanish")
@@ -41,7 +39,7 @@ def sink_events(positions: Sequence[int | None], kinds: Sequence[str] = EVENT_KI
 
 
 @dataclass
-class MoveMapCapture(ContextDecorator):
+class MoveMapCapture(SdpaInterceptor):
     """Keep attention maps of `heads` ((layer, head) pairs) at `map_steps` and their column scores at
     every step, for batch row 0; nothing else. Layers are numbered by call order after `begin_step`."""
 
@@ -53,21 +51,6 @@ class MoveMapCapture(ContextDecorator):
 
     def __post_init__(self) -> None:
         self._layers = {layer for layer, _ in self.heads}
-        self._step, self._layer, self._original = 0, 0, None
-
-    def begin_step(self, step: int) -> None:
-        self._step, self._layer = step, 0
-
-    def __enter__(self) -> "MoveMapCapture":
-        if self._original is not None:
-            raise ConfigError("MoveMapCapture is already active: do not nest it")
-        self._original = F.scaled_dot_product_attention
-        torch.nn.functional.scaled_dot_product_attention = self._attention
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        torch.nn.functional.scaled_dot_product_attention = self._original
-        self._original = None
 
     def _attention(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                    enable_gqa=False):
