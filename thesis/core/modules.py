@@ -19,7 +19,9 @@ class SupervisedModule(L.LightningModule):
         self.cosine = cosine
 
     def configure_optimizers(self):
-        return self.with_schedule(torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay))
+        """AdamW over the trainable parameters (frozen ones would get no gradient and no update anyway)."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return self.with_schedule(torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay))
 
     def with_schedule(self, optimizer: torch.optim.Optimizer):
         """`optimizer` alone, or with per-step cosine decay over the whole fit when `cosine`."""

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from thesis.semcom.digital import from_uint8, jpeg_accuracy, jpeg_roundtrip, resize_accuracy, resize_roundtrip, \
     to_uint8
+from thesis.semcom.evaluate import first_images
 from thesis.semcom.model import SemanticViT
 
 
@@ -22,13 +23,8 @@ def digital_tables(classifier: SemanticViT, loader: DataLoader, mean, std, sides
                    limit: int | None = None) -> dict[str, object]:
     """resize[L][i], jpeg[k, i] correctness and jpeg_bits[k, i] for the first `limit` test images."""
     classifier.eval()
-    resize, jpeg, bits, seen = [], [], [], 0
-    for images, labels in loader:
-        if limit is not None and seen >= limit:
-            break
-        if limit is not None:
-            images, labels = images[: limit - seen], labels[: limit - seen]
-        seen += len(images)
+    resize, jpeg, bits = [], [], []
+    for _, images, labels in first_images(loader, limit):
         pixels = to_uint8(images, mean, std)
         right = lambda px: (classifier(from_uint8(px, mean, std), 1.0, hard=True)[0].argmax(-1)  # noqa: E731
                             == labels).numpy()

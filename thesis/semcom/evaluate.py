@@ -52,6 +52,19 @@ def input_size(images: torch.Tensor) -> int:
     return int(np.prod(images.shape[1:]))
 
 
+def first_images(loader: DataLoader, limit: int | None, desc: str | None = None):
+    """(batch index, images, labels) over the loader's first `limit` images (all when None), the last
+    batch cut to fit; with a progress bar when `desc` is given."""
+    seen = 0
+    for b, (images, labels) in enumerate(tqdm(loader, desc=desc, leave=False) if desc else loader):
+        if limit is not None:
+            if seen >= limit:
+                break
+            images, labels = images[: limit - seen], labels[: limit - seen]
+        seen += len(images)
+        yield b, images, labels
+
+
 @torch.no_grad()
 def evaluate_grid(model: SemanticViT, loader: DataLoader, alphas, ratios, snrs, seed: int = 0,
                   limit: int | None = None, desc: str = "grid") -> Grid:
@@ -60,13 +73,7 @@ def evaluate_grid(model: SemanticViT, loader: DataLoader, alphas, ratios, snrs, 
     alphas = list(alphas) if model.adaptive else [1.0]
     configs = [(float(a), float(r)) for a in alphas for r in ratios]
     correct, rho, kept = [], [], []
-    seen = 0
-    for b, (images, labels) in enumerate(tqdm(loader, desc=desc, leave=False)):
-        if limit is not None and seen >= limit:
-            break
-        if limit is not None:
-            images, labels = images[: limit - seen], labels[: limit - seen]
-        seen += len(images)
+    for b, images, labels in first_images(loader, limit, desc):
         p = input_size(images)
         c_batch = np.zeros((len(images), len(configs), len(snrs)), dtype=bool)
         r_batch = np.zeros((len(images), len(configs)))

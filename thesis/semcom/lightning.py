@@ -12,9 +12,9 @@ codec, noiseless: a quick health check; the chapter's numbers come from `thesis.
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from thesis.core.errors import ConfigError
 from thesis.core.modules import SupervisedModule
@@ -24,34 +24,46 @@ from thesis.semcom.selector import mean_mask, selection_losses
 REGIMES = ("robust", "noiseless")
 
 
-class SemcomModule(SupervisedModule):
-    def __init__(self, model: SemanticViT, lr: float = 1e-3, weight_decay: float = 0.05, cosine: bool = True,
-                 lambda_s: float = 2.0, lambda_r: float = 1.0, epsilon: float = 0.01, mean_over: str = "thesis",
-                 hard_penalty: bool = False, alpha_range: tuple[float, float] = (1e-3, 1.0),
-                 regime: str = "robust", train_snr: tuple[float, float] = (-20.0, 20.0),
-                 freeze_backbone: bool = False, eval_alpha: float = 1.0):
-        super().__init__(model, lr=lr, weight_decay=weight_decay, cosine=cosine)
+class LinkStageModule(SupervisedModule):
+    """What the ViT and the MobileNet pipelines share: the DJSCC regime, the per-sample SNR range and,
+    with `freeze_backbone` and a link attached, a stage where only the link (`link.*` parameters)
+    trains while `backbone()` stays in eval mode."""
+
+    def __init__(self, model: nn.Module, regime: str, train_snr: tuple[float, float], freeze_backbone: bool,
+                 **optimiser):
+        super().__init__(model, **optimiser)
         if regime not in REGIMES:
             raise ConfigError(f"djscc regime must be one of {REGIMES}, got {regime!r}")
-        self.lambda_s, self.lambda_r, self.epsilon = lambda_s, lambda_r, epsilon
-        self.mean_over, self.hard_penalty = mean_over, hard_penalty
-        self.alpha_range = tuple(alpha_range)
         self.regime, self.train_snr = regime, tuple(train_snr)
-        self.eval_alpha = eval_alpha
         self.freeze_backbone = freeze_backbone and model.link is not None
         if self.freeze_backbone:
             for name, p in model.named_parameters():
                 p.requires_grad_(name.startswith("link."))
 
-    def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        return self.with_schedule(torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay))
+    def backbone(self) -> nn.Module:
+        raise NotImplementedError
 
     def train(self, mode: bool = True):
         super().train(mode)
         if mode and self.freeze_backbone:
-            self.model.vit.eval()  # frozen backbone: no dropout / drop-path noise
+            self.backbone().eval()
         return self
+
+
+class SemcomModule(LinkStageModule):
+    def __init__(self, model: SemanticViT, lr: float = 1e-3, weight_decay: float = 0.05, cosine: bool = True,
+                 lambda_s: float = 2.0, lambda_r: float = 1.0, epsilon: float = 0.01, mean_over: str = "thesis",
+                 hard_penalty: bool = False, alpha_range: tuple[float, float] = (1e-3, 1.0),
+                 regime: str = "robust", train_snr: tuple[float, float] = (-20.0, 20.0),
+                 freeze_backbone: bool = False, eval_alpha: float = 1.0):
+        super().__init__(model, regime, train_snr, freeze_backbone, lr=lr, weight_decay=weight_decay, cosine=cosine)
+        self.lambda_s, self.lambda_r, self.epsilon = lambda_s, lambda_r, epsilon
+        self.mean_over, self.hard_penalty = mean_over, hard_penalty
+        self.alpha_range = tuple(alpha_range)
+        self.eval_alpha = eval_alpha
+
+    def backbone(self) -> nn.Module:
+        return self.model.vit  # frozen: no dropout / drop-path noise
 
     def _alpha(self, batch: int) -> torch.Tensor:
         low, high = self.alpha_range

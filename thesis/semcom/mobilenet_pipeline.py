@@ -19,14 +19,12 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from thesis.core.errors import ConfigError
-from thesis.core.modules import SupervisedModule
 from thesis.core.seeding import seed_everything
 from thesis.core.train import fit
-from thesis.semcom.evaluate import Grid, input_size
-from thesis.semcom.lightning import REGIMES
+from thesis.semcom.evaluate import Grid, first_images, input_size
+from thesis.semcom.lightning import REGIMES, LinkStageModule
 from thesis.semcom.mobilenet import CODECS, FeatureLink, SplitMobileNet, packet_positions
 from thesis.semcom.packet import compression_factor, packet_symbols
 from thesis.semcom.pipeline import WEIGHTS, restore_trained, stage_dir
@@ -46,29 +44,15 @@ def pipelines(kinds) -> dict[str, tuple[str, str]]:
     return {name: spec for name, spec in PIPELINES.items() if spec[0] in kinds}
 
 
-class Mnv3Module(SupervisedModule):
+class Mnv3Module(LinkStageModule):
     """Cross-entropy training of a split MobileNetV3, through the link when one is attached."""
 
     def __init__(self, model: SplitMobileNet, lr: float = 1e-3, weight_decay: float = 0.0, regime: str = "robust",
                  train_snr: tuple[float, float] = (-20.0, 20.0), freeze_backbone: bool = False):
-        super().__init__(model, lr=lr, weight_decay=weight_decay)
-        if regime not in REGIMES:
-            raise ConfigError(f"djscc regime must be one of {REGIMES}, got {regime!r}")
-        self.regime, self.train_snr = regime, tuple(train_snr)
-        self.freeze_backbone = freeze_backbone and model.link is not None
-        if self.freeze_backbone:
-            for name, p in model.named_parameters():
-                p.requires_grad_(name.startswith("link."))
+        super().__init__(model, regime, train_snr, freeze_backbone, lr=lr, weight_decay=weight_decay)
 
-    def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        return self.with_schedule(torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay))
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if mode and self.freeze_backbone:
-            self.model.net.eval()   # frozen backbone: batch-norm statistics stay as trained
-        return self
+    def backbone(self):
+        return self.model.net  # frozen: batch-norm statistics stay as trained
 
     def loss_and_logits(self, batch):
         images, labels = batch
@@ -141,13 +125,7 @@ def evaluate_split_grid(model: SplitMobileNet, loader: DataLoader, ratios, snrs,
     model.eval()
     configs = [(1.0, float(r)) for r in ratios]
     correct, rho = [], []
-    seen = 0
-    for b, (images, labels) in enumerate(tqdm(loader, desc=desc, leave=False)):
-        if limit is not None and seen >= limit:
-            break
-        if limit is not None:
-            images, labels = images[: limit - seen], labels[: limit - seen]
-        seen += len(images)
+    for b, images, labels in first_images(loader, limit, desc):
         features = model.device(images)
         positions = torch.full((len(images),), packet_positions(features))
         c_batch = np.zeros((len(images), len(configs), len(snrs)), dtype=bool)
