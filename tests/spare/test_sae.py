@@ -11,15 +11,7 @@ from thesis.spare.sae import SparseAutoencoder
 from thesis.spare.sae_io import load_eleuther, load_gemmascope, load_sae, load_saelens, save_eleuther
 from thesis.spare.sae_train import train_sae
 
-
-def planted(n_samples=4096, d=16, n=32, k=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    atoms = torch.randn(n, d, generator=g)
-    atoms /= atoms.norm(dim=1, keepdim=True)
-    codes = torch.zeros(n_samples, n)
-    idx = torch.stack([torch.randperm(n, generator=g)[:k] for _ in range(n_samples)])
-    codes.scatter_(1, idx, 1 + torch.rand(n_samples, k, generator=g))
-    return codes @ atoms, atoms
+from .planted import planted
 
 
 def test_topk_sae_reconstructs_a_planted_dictionary_sparsely():

@@ -15,15 +15,7 @@ from thesis.spare.sae_io import load_eleuther, save_eleuther
 from thesis.spare.sae_stream import StreamingSAETrainer
 from thesis.spare.sae_train_runner import batches, documents, token_sequences
 
-
-def planted(n_samples, d=16, n=32, k=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    atoms = torch.randn(n, d, generator=g)
-    atoms /= atoms.norm(dim=1, keepdim=True)
-    codes = torch.zeros(n_samples, n)
-    idx = torch.stack([torch.randperm(n, generator=g)[:k] for _ in range(n_samples)])
-    codes.scatter_(1, idx, 1 + torch.rand(n_samples, k, generator=g))
-    return codes @ atoms, atoms
+from .planted import planted
 
 
 def test_streaming_trainer_recovers_a_planted_dictionary_one_pass_per_buffer(tmp_path):
