@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -122,6 +122,15 @@ def _sentences(n: int, rng: np.random.Generator) -> list[str]:
     return [" ".join(rng.choice(words, size=rng.integers(4, 12))) for _ in range(n)]
 
 
+def _save_random_hf_model(out: Path, build: Callable[[], Any]) -> None:
+    """`build()` drawn under the seeded RNG scope and written with `save_pretrained` (safetensors), so
+    `from_pretrained(out)` loads it offline."""
+    with _seeded_torch():
+        model = build()
+    with _no_progress_bars():
+        model.save_pretrained(out, safe_serialization=True)
+
+
 def _save_tokenizer(out: Path) -> PreTrainedTokenizerFast:
     """A byte-level BPE trained on generated sentences, saved as a transformers fast tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -163,10 +172,7 @@ def hf_llama_tiny(out: Path) -> None:
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)
-    with _seeded_torch():
-        model = LlamaForCausalLM(config)
-    with _no_progress_bars():
-        model.save_pretrained(out, safe_serialization=True)
+    _save_random_hf_model(out, lambda: LlamaForCausalLM(config))
 
 
 @fixture("commonvoice_tiny")
@@ -215,10 +221,7 @@ def hf_wav2vec2_tiny(out: Path) -> None:
                             conv_stride=(10, 4), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
                             feat_extract_norm="layer", do_stable_layer_norm=True, ctc_loss_reduction="mean",
                             mask_time_prob=0.0)
-    with _seeded_torch():
-        model = Wav2Vec2ForCTC(config)
-    with _no_progress_bars():
-        model.save_pretrained(out, safe_serialization=True)
+    _save_random_hf_model(out, lambda: Wav2Vec2ForCTC(config))
 
 
 @fixture("kv_benchmarks_tiny")

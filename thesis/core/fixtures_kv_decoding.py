@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from thesis.core.fixtures import _no_progress_bars, _save_tokenizer, _seeded_torch, fixture
+from thesis.core.fixtures import _save_random_hf_model, _save_tokenizer, fixture
 
 MATH500_PROBLEMS = (
     ("What is $3 + 4$?", "$3 + 4 = \\boxed{7}$.", "7", "Prealgebra", 1, "test/prealgebra/1.json"),
@@ -40,10 +40,7 @@ def hf_qwen2_tiny(out: Path) -> None:
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
-    with _seeded_torch():
-        model = Qwen2ForCausalLM(config)
-    with _no_progress_bars():
-        model.save_pretrained(out, safe_serialization=True)
+    _save_random_hf_model(out, lambda: Qwen2ForCausalLM(config))
 
 
 @fixture("kv_math_tiny")

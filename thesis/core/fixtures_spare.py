@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from thesis.core.fixtures import _no_progress_bars, _seeded_torch, fixture
+from thesis.core.fixtures import _save_random_hf_model, fixture
 
 ENTITIES = ("aldor", "brisk", "calla", "dunmore", "elvan", "fenwick", "garro", "hollis", "ivel", "jarrow", "kestel",
             "lumen", "morrow", "nettle", "orlin", "pell", "quarry", "rook", "selby", "tarn", "ulric", "vance",
@@ -91,13 +91,10 @@ def _save_lm(out: Path, family: str) -> None:
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                   pad_token_id=tokenizer.pad_token_id)
-    with _seeded_torch():
-        if family == "gemma2":
-            model = Gemma2ForCausalLM(Gemma2Config(head_dim=16, sliding_window=64, **common))
-        else:
-            model = LlamaForCausalLM(LlamaConfig(**common))
-    with _no_progress_bars():
-        model.save_pretrained(out, safe_serialization=True)
+    if family == "gemma2":
+        _save_random_hf_model(out, lambda: Gemma2ForCausalLM(Gemma2Config(head_dim=16, sliding_window=64, **common)))
+    else:
+        _save_random_hf_model(out, lambda: LlamaForCausalLM(LlamaConfig(**common)))
 
 
 @fixture("spare_tiny_llama")
