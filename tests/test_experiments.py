@@ -36,7 +36,12 @@ SLOW_SMOKE = {"acm_mini_e30", "acm_mini_gate_lr", "acm_mini_ablation", "acm_vitb
               "resid_select_probe_llama2_macnoise", "resid_select_probe_llama3_macnoise",
               "prepare_memorised_llama3_macnoise", "prepare_memorised_llama2_nqswap",
               "prepare_memorised_llama2_macnoise", "prepare_memorised_gemma2_nqswap",
-              "prepare_memorised_gemma2_macnoise"}
+              "prepare_memorised_gemma2_macnoise",
+              # press sweeps through evaluate_presses (kv_smoke, kv_knorm_needle, kv_qfilters_ruler smoke it)
+              "kv_knorm_longbench", "kv_qfilters_needle", "kv_ea_ruler", "kv_ea_needle", "kv_ea_needle_ratio",
+              "kv_ea_baseline_sweep",
+              "kv_knorm_lm_code", "kv_knorm_lm_skip_layers",  # the runner of kv_knorm_lm_wikipedia
+              "kv_mini_gpu_r2"}  # the runner of kv_mini
 SLOW_SMOKE_PREFIXES = ("moegt_ablation_",)
 #: `<name>_gpu` is `<name>` at GPU sizes: at smoke scale both run the same tiny twin
 SLOW_SMOKE_SUFFIXES = ("_gpu",)

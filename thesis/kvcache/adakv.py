@@ -32,7 +32,7 @@ def headwise_keep(scores: Tensor, per_head: int, alpha_safeguard: float) -> Tens
     boosted = scores.float().clone()
     if floor:
         boosted.scatter_(-1, scores.topk(floor, dim=-1).indices, float("inf"))
-    chosen = boosted.view(batch, heads * n).topk(heads * per_head, dim=-1).indices
+    chosen = boosted.reshape(batch, heads * n).topk(heads * per_head, dim=-1).indices
     keep = torch.zeros(batch, heads * n, dtype=torch.bool, device=scores.device)
     return keep.scatter_(-1, chosen, True).view(batch, heads, n)
 

@@ -11,7 +11,9 @@ maximum score + 1 so top-k always keeps them.
   no attention weights: it works with any attention kernel and in decoding).
 - SnapKV [348]: attention paid by the last `window` queries, averaged over them, smoothed by an
   average pool of width `kernel` along positions, averaged over the query heads of each KV head;
-  the window itself is protected.
+  the window itself is protected. The pool divides by `kernel` at the edges too (zero padding
+  counted), as the SnapKV authors' code and kvpress do; `pool_counts_padding=False` averages only
+  the positions inside the range.
 - TOVA: attention of the last query, averaged over all query heads (one score shared by every KV
   head); the last position is protected.
 - Observed attention (H2O-like): attention received by position t averaged over the queries that
@@ -105,6 +107,7 @@ class SnapKVPress(Press):
 
     window: int = 64
     kernel: int = 5
+    pool_counts_padding: bool = True
 
     def score(self, module: nn.Module, hidden_states: Tensor, keys: Tensor, values: Tensor,
               attentions: Tensor | None, kwargs: dict[str, Any]) -> Tensor:
@@ -113,7 +116,8 @@ class SnapKVPress(Press):
             raise ValueError(f"SnapKV needs more than window={self.window} cached pairs; got {n}.")
         weights = attention_of_last(module, hidden_states, keys, attentions, kwargs, self.window)
         observed = weights[..., : n - self.window].mean(dim=-2)
-        pooled = F.avg_pool1d(observed, self.kernel, stride=1, padding=self.kernel // 2, count_include_pad=False)
+        pooled = F.avg_pool1d(observed, self.kernel, stride=1, padding=self.kernel // 2,
+                              count_include_pad=self.pool_counts_padding)
         scores = F.pad(group_mean(pooled, module.num_key_value_groups), (0, self.window))
         return protect(scores, slice(n - self.window, n))
 

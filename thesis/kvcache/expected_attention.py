@@ -21,6 +21,10 @@ kvpress's variant:
   evaluation registry 0.01 (with AdaKV).
 - `value_norm`: "v" (||v_i||, what the thesis experiments and kvpress use) or "wo_v" (||W_o v_i||,
   eq. 4.16 as written; per query head with that head's W_o columns).
+- `sinks_in_softmax`: True (eq. 4.15 normalises over every cached key, the sinks included) or False
+  (kvpress: the softmax runs over the non-sink keys only).
+- `rope_start`: "absolute" (t + 1 from `position_ids`, spec E.14) or "buffer_length" (kvpress: the
+  length of the hidden states being compressed, which inside a decoding press is the buffer).
 - Thesis silent, kvpress behaviour kept: n_sink = 4; scores per query head (keys repeated over the
   GQA group), softmax per query head, then mean over the group (with "wo_v": the product is formed
   per query head before the mean).
@@ -66,6 +70,8 @@ class ExpectedAttentionPress(Press):
     use_covariance: bool = True
     statistics: Literal["hidden", "queries"] = "hidden"
     value_norm: Literal["v", "wo_v"] = "v"
+    sinks_in_softmax: bool = True
+    rope_start: Literal["absolute", "buffer_length"] = "absolute"
     rotary: nn.Module | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -74,6 +80,9 @@ class ExpectedAttentionPress(Press):
             raise ValueError(f"statistics must be 'hidden' (thesis) or 'queries' (kvpress); got {self.statistics!r}.")
         if self.value_norm not in ("v", "wo_v"):
             raise ValueError(f"value_norm must be 'v' or 'wo_v'; got {self.value_norm!r}.")
+        if self.rope_start not in ("absolute", "buffer_length"):
+            raise ValueError(f"rope_start must be 'absolute' (thesis) or 'buffer_length' (kvpress); "
+                             f"got {self.rope_start!r}.")
 
     def attach(self, model: nn.Module) -> None:
         self.rotary = decoder(model).rotary_emb
@@ -96,21 +105,24 @@ class ExpectedAttentionPress(Press):
         if n <= self.n_sink:
             raise ValueError(f"Expected Attention needs more than n_sink={self.n_sink} cached pairs; got {n}.")
         mean, covariance = self.query_moments(module, hidden_states[:, self.n_sink:])
-        rotation = averaged_rotation(self.rotary, int(kwargs["position_ids"][0, -1]) + 1,
-                                     self.n_future_positions, d, keys.device)
+        next_position = (hidden_states.shape[1] if self.rope_start == "buffer_length"
+                         else int(kwargs["position_ids"][0, -1]) + 1)
+        rotation = averaged_rotation(self.rotary, next_position, self.n_future_positions, d, keys.device)
         mean = mean @ rotation.T
         k = keys.float().repeat_interleave(module.num_key_value_groups, dim=1)
         logits = (k @ mean.unsqueeze(-1)).squeeze(-1) / math.sqrt(d)
         if self.use_covariance:
             covariance = rotation @ covariance @ rotation.T
             logits = logits + torch.einsum("bhnd,bhde,bhne->bhn", k, covariance, k) / (2 * d)
+        if not self.sinks_in_softmax:
+            logits[..., : self.n_sink] = float("-inf")
         expected = logits.softmax(dim=-1)
         if self.value_norm == "v":
             scores = (group_mean(expected, module.num_key_value_groups) + self.epsilon) * values.float().norm(dim=-1)
         else:
             scores = group_mean((expected + self.epsilon) * self.output_value_norms(module, values),
                                 module.num_key_value_groups)
-        scores[..., : self.n_sink] = scores.max() + 1
+        scores[..., : self.n_sink] = scores[..., self.n_sink:].max() + 1
         return scores
 
     @staticmethod

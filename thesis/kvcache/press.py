@@ -51,7 +51,7 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 
 from thesis.kvcache.headwise_cache import HeadwiseLayer
 
-SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma")
 SUPPORTED_ATTENTION = ("eager", "sdpa")
 
 

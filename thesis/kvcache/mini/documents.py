@@ -1,8 +1,9 @@
 """Synthetic retrieval documents of the miniature (spec F.b), for training and for evaluation.
 
 A byte-level model this small retrieves nothing unless it was trained to, so seeded passkey and
-needle documents are mixed into training (text 50%, passkey 25%, NIAH 25%; loss on every token)
-and the evaluation prompts come from the same generators with other seeds.
+needle documents are mixed into training (recipe 1: text 50%, passkey 25%, NIAH 25%, loss on every
+token; recipe 2 weighs the answer bytes `answer_weight` times the others and adds the mini-RULER
+kinds of `ruler.py`) and the evaluation prompts come from the same generators with other seeds.
 
 - Passkey (landmark format, spec A.2): task line, the garbage sentences repeated, and the line
   "The pass key is {k}. Remember it. {k} is the pass key." at a depth drawn uniformly; k has 5 digits.
@@ -18,6 +19,7 @@ context before the (asked) needle, snapped to the previous space.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -46,8 +48,13 @@ class Document:
         """BOS + context + question + answer + EOS."""
         return [BOS, *self.context, *self.question, *self.answer, EOS]
 
+    def answer_span(self) -> slice:
+        """Positions of the answer bytes in `ids()`."""
+        start = 1 + len(self.context) + len(self.question)
+        return slice(start, start + len(self.answer))
 
-def _filler(n: int) -> bytes:
+
+def filler(n: int) -> bytes:
     text = (" ".join(FILLER) + " ").encode()
     return (text * (n // max(1, len(text)) + 2))[:n]
 
@@ -57,7 +64,7 @@ def _space_before(text: bytes, depth: float) -> int:
     return max(0, text.rfind(b" ", 0, int(depth * len(text)) + 1))
 
 
-def _insert(haystack: bytes, needles: list[bytes], depths: list[float]) -> tuple[bytes, list[int]]:
+def insert_needles(haystack: bytes, needles: list[bytes], depths: list[float]) -> tuple[bytes, list[int]]:
     """Haystack with ' needle' inserted at each depth (cut at the previous space of the original
     haystack), and each needle's offset in the result."""
     cuts = [_space_before(haystack, d) for d in depths]
@@ -82,7 +89,7 @@ def passkey_document(rng: np.random.Generator, length: int, depth: float | None 
     room = length - 1 - len(head) - len(info) - 1
     if room < 8:
         raise ValueError(f"passkey context of {length} bytes is too short for the task and key lines")
-    body, (offset,) = _insert(_filler(room), [info], [depth])
+    body, (offset,) = insert_needles(filler(room), [info], [depth])
     return Document("passkey", head + body, PASSKEY_QUESTION.encode(), key, depth, len(head) + offset)
 
 
@@ -100,7 +107,7 @@ def niah_document(rng: np.random.Generator, length: int, text: np.ndarray, words
     depths = [float(rng.uniform()) for _ in needles]
     if depth is not None:
         depths[asked] = depth
-    haystack, offsets = _insert(haystack, needles, depths)
+    haystack, offsets = insert_needles(haystack, needles, depths)
     offset = offsets[asked]
     question = NIAH_QUESTION.format(word=words[chosen[asked]]).encode()
     return Document("niah", haystack, question, numbers[asked], offset / max(1, len(haystack)), offset)
@@ -126,7 +133,12 @@ def evaluation_documents(kind: str, n: int, length: int, corpus: Corpus, words: 
 
 @dataclass
 class TrainingStream:
-    """Batches (input_ids, labels) of `seq_len` tokens: corpus windows and synthetic documents."""
+    """Batches (input_ids, labels, weights) of `seq_len` tokens: corpus windows and synthetic documents.
+
+    `weights` is the loss weight of each label: 0 where the label is ignored, `answer_weight` on the
+    answer bytes of a synthetic document, 1 elsewhere (`answer_weight` = 1 is the unweighted loss).
+    `extra` adds document kinds (share, generator(rng, length, text, words)) after text / passkey /
+    NIAH; without it the draws are those of the three-way mixture alone."""
 
     corpus: Corpus
     words: list[str]
@@ -135,31 +147,40 @@ class TrainingStream:
     mixture: tuple[float, float, float] = (0.5, 0.25, 0.25)
     min_doc_length: int = 256
     seed: int = 0
+    answer_weight: float = 1.0
+    extra: tuple[tuple[float, Callable[..., Document]], ...] = ()
 
     def __post_init__(self) -> None:
+        if self.answer_weight <= 0:
+            raise ValueError(f"answer_weight must be > 0 (1 = unweighted loss); got {self.answer_weight}")
         self.rng = np.random.default_rng(self.seed)
 
-    def row(self) -> tuple[np.ndarray, np.ndarray]:
-        """(input_ids, labels) of one row: a corpus window after BOS, or a padded synthetic document."""
-        kind = self.rng.choice(3, p=np.asarray(self.mixture) / sum(self.mixture))
+    def row(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(input_ids, labels, weights) of one row: a corpus window after BOS, or a padded synthetic document."""
+        shares = np.asarray([*self.mixture, *(share for share, _ in self.extra)], dtype=float)
+        kind = self.rng.choice(len(shares), p=shares / shares.sum())
         ids = np.full(self.seq_len, PAD, dtype=np.int64)
+        weights = np.ones(self.seq_len, dtype=np.float32)
         if kind == 0:
             start = int(self.rng.integers(0, len(self.corpus.train) - self.seq_len))
             ids[0], ids[1:] = BOS, self.corpus.train[start:start + self.seq_len - 1]
-            return ids, ids
+            return ids, ids, weights
         length = int(self.rng.integers(min(self.min_doc_length, self.seq_len // 2), self.seq_len + 1))
         for _ in range(2):  # the second draw shortens the context by what question and answer overflowed
             doc = (passkey_document(self.rng, length) if kind == 1
-                   else niah_document(self.rng, length, self.corpus.train, self.words))
+                   else niah_document(self.rng, length, self.corpus.train, self.words) if kind == 2
+                   else self.extra[kind - 3][1](self.rng, length, self.corpus.train, self.words))
             tokens = doc.ids()
             length -= len(tokens) - self.seq_len
             if len(tokens) <= self.seq_len:
                 ids[:len(tokens)] = tokens
                 labels = ids.copy()
                 labels[len(tokens):] = IGNORE
-                return ids, labels
+                weights[len(tokens):] = 0.0
+                weights[doc.answer_span()] = self.answer_weight
+                return ids, labels, weights
         raise ValueError(f"seq_len={self.seq_len} cannot hold a {doc.kind} document")
 
-    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rows = [self.row() for _ in range(self.batch_size)]
-        return torch.from_numpy(np.stack([r[0] for r in rows])), torch.from_numpy(np.stack([r[1] for r in rows]))
+        return tuple(torch.from_numpy(np.stack([r[i] for r in rows])) for i in range(3))

@@ -1,12 +1,15 @@
-"""Runner of `kv_mini` / `kv_mini_gpu` (spec F.b): train the kvmini Llama on bytes, then M1-M4 and the
-pre-registered claims.
+"""Runner of `kv_mini` / `kv_mini_gpu` / `kv_mini_gpu_r2` (spec F.b): train the kvmini Llama on bytes,
+then M1-M5 and the pre-registered claims.
 
-Order: corpus and training stream -> training (resumable, `train.py`) -> the checkpoint read back with
+Order: corpus and training stream (answer bytes weighted `train.answer_weight`, mini-RULER kinds added
+by `train.ruler_mixture`) -> training (resumable, `train.py`) -> the checkpoint read back with
 `from_pretrained` -> Q-Filters calibrated on training text -> M1 correlation (eager attention) -> M2
-streaming perplexity -> M3 passkey / NIAH accuracy -> M4 reconstruction (when enabled) -> claims.
-Tables (`<run>/tables/*.csv`): train_loss, heads, filters, streaming, retrieval, reconstruction,
-claims; figures in `<run>/figures/`; metrics: training, per-stage seconds, headline numbers and
-`claims/<id>/{value,passed}`.
+streaming perplexity -> M3 passkey / NIAH accuracy -> M5 mini-RULER accuracy (when enabled) -> M4
+reconstruction (when enabled; the future-attention oracle as method `oracle` when
+`reconstruction.oracle`) -> claims (M5 enters none).
+Tables (`<run>/tables/*.csv`): train_loss, heads, filters, streaming, retrieval, ruler (M5),
+reconstruction, claims; figures in `<run>/figures/`; metrics: training, per-stage seconds, headline
+numbers and `claims/<id>/{value,passed}`.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from thesis.kvcache.mini.corpus import Corpus, load_corpus
 from thesis.kvcache.mini.correlation import correlation_analysis
 from thesis.kvcache.mini.documents import TrainingStream, equal_length_words, evaluation_documents
 from thesis.kvcache.mini.model import load_model, parameter_count
-from thesis.kvcache.mini.reconstruction import continuation_states, reconstruction_error
+from thesis.kvcache.mini.reconstruction import continuation_states, future_queries, oracle_press, reconstruction_error
 from thesis.kvcache.mini.retrieval import accuracy_per_prompt
+from thesis.kvcache.mini.ruler import generator_of, ruler_documents
 from thesis.kvcache.mini.streaming import streaming_press, token_losses
 from thesis.kvcache.mini.tokenizer import BOS
 from thesis.kvcache.mini.train import train_model
@@ -121,19 +125,17 @@ def check_trained_length(docs: dict[str, list], trained_length: int) -> None:
                           "(or more), or train longer sequences (method.train.seq_len)")
 
 
-def run_retrieval(model, eval_cfg, presses, corpus: Corpus, words, filters, seed: int,
-                  trained_length: int) -> pd.DataFrame:
-    m3 = eval_cfg.retrieval
-    docs = {task: evaluation_documents(task, m3.prompts, m3.context_length, corpus, words, seed + 10 + i)
-            for i, task in enumerate(("passkey", "niah"))}
-    check_trained_length(docs, trained_length)
-    settings = [("full", 0.0, False)] + [(m, r, False) for m in m3.methods for r in m3.ratios if r > 0]
-    settings += [(m, r, True) for m in m3.query_aware_methods for r in m3.ratios if r > 0]
+def accuracy_table(model, docs: dict[str, list], methods, ratios, query_aware_methods, presses, filters,
+                   batch_size: int, desc: str) -> pd.DataFrame:
+    """Exact-match accuracy per task x (full cache, press x ratio > 0, query-aware press x ratio > 0),
+    with bootstrap CIs and per-depth-bin accuracy."""
+    settings = [("full", 0.0, False)] + [(m, r, False) for m in methods for r in ratios if r > 0]
+    settings += [(m, r, True) for m in query_aware_methods for r in ratios if r > 0]
     rows = []
-    for method, ratio, aware in progress(settings, desc="M3 retrieval"):
+    for method, ratio, aware in progress(settings, desc=desc):
         press = None if method == "full" else make_press(presses[method], ratio, filters)
         for task, task_docs in docs.items():
-            hits = accuracy_per_prompt(model, task_docs, press, m3.batch_size, aware).numpy()
+            hits = accuracy_per_prompt(model, task_docs, press, batch_size, aware).numpy()
             low, high = bootstrap_ci(hits)
             depth_bins = np.minimum((np.array([d.depth for d in task_docs]) * 10).astype(int), 9)
             rows.append({"task": task, "method": method, "ratio": ratio, "query_aware": aware,
@@ -143,15 +145,39 @@ def run_retrieval(model, eval_cfg, presses, corpus: Corpus, words, filters, seed
     return pd.DataFrame(rows)
 
 
+def run_retrieval(model, eval_cfg, presses, corpus: Corpus, words, filters, seed: int,
+                  trained_length: int) -> pd.DataFrame:
+    m3 = eval_cfg.retrieval
+    docs = {task: evaluation_documents(task, m3.prompts, m3.context_length, corpus, words, seed + 10 + i)
+            for i, task in enumerate(("passkey", "niah"))}
+    check_trained_length(docs, trained_length)
+    return accuracy_table(model, docs, m3.methods, m3.ratios, m3.query_aware_methods, presses, filters,
+                          m3.batch_size, "M3 retrieval")
+
+
+def run_ruler(model, eval_cfg, presses, corpus: Corpus, words, filters, seed: int, trained_length: int) -> pd.DataFrame:
+    """M5: the mini-RULER tasks evaluated as M3 (query-agnostic prefill)."""
+    m5 = eval_cfg.ruler
+    docs = {task: ruler_documents(task, m5.prompts, m5.context_length, corpus, words, seed + 20 + i)
+            for i, task in enumerate(m5.tasks)}
+    check_trained_length(docs, trained_length)
+    return accuracy_table(model, docs, m5.methods, m5.ratios, [], presses, filters, m5.batch_size, "M5 mini-RULER")
+
+
 def run_reconstruction(model, eval_cfg, presses, corpus: Corpus, filters, seed: int) -> pd.DataFrame:
+    """M4 for every press in `methods`, and the future-attention oracle as method `oracle` when
+    `reconstruction.oracle` is set."""
     m4 = eval_cfg.reconstruction
     chunks = heldout_chunks(corpus.heldout, m4.chunks, m4.prefix + m4.continuation, seed + 2)
     prefix, continuation = chunks[:, :m4.prefix], chunks[:, m4.prefix:]
     reference = continuation_states(model, prefix, continuation, None)
+    queries = future_queries(model, prefix, continuation) if m4.get("oracle", False) else None
+    methods = list(m4.methods) + (["oracle"] if queries is not None else [])
     rows = []
-    for method in progress(m4.methods, desc="M4 reconstruction"):
+    for method in progress(methods, desc="M4 reconstruction"):
         for ratio in m4.ratios:
-            states = continuation_states(model, prefix, continuation, make_press(presses[method], ratio, filters))
+            press = oracle_press(queries, ratio) if method == "oracle" else make_press(presses[method], ratio, filters)
+            states = continuation_states(model, prefix, continuation, press)
             errors = reconstruction_error(reference, states).numpy()
             low, high = bootstrap_ci(errors)
             rows.append({"method": method, "ratio": ratio, "error": float(errors.mean()), "ci_low": low, "ci_high": high})
@@ -164,8 +190,9 @@ def run_kv_mini(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
     stages = Stages()
     corpus = load_corpus(data.source, data.path, list(data.heldout_works), data.heldout_fraction)
     words = equal_length_words(corpus.words(), data.niah_word_length)
+    extra = tuple((float(share), generator_of(kind)) for kind, share in train.get("ruler_mixture", {}).items())
     stream = TrainingStream(corpus, words, train.seq_len, train.batch_size, tuple(train.mixture),
-                            train.min_doc_length, cfg.seed)
+                            train.min_doc_length, cfg.seed, float(train.get("answer_weight", 1.0)), extra)
     began = time.time()
     info = _train(cfg, run, stream, device)
     stages("train", began)
@@ -190,6 +217,11 @@ def run_kv_mini(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
     began = time.time()
     retrieval = run_retrieval(model, eval_cfg, presses, corpus, words, filters, cfg.seed, train.seq_len)
     stages("m3", began)
+    ruler = None
+    if eval_cfg.get("ruler", {}).get("enabled", False):
+        began = time.time()
+        ruler = run_ruler(model, eval_cfg, presses, corpus, words, filters, cfg.seed, train.seq_len)
+        stages("m5", began)
     reconstruction = None
     if eval_cfg.reconstruction.enabled:
         began = time.time()
@@ -199,7 +231,7 @@ def run_kv_mini(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
     claims = evaluate_claims(OmegaConf.to_container(method.claims, resolve=True), m1["heads"], m1["filters"],
                              streaming, per_chunk, retrieval, reconstruction, full["ppl"])
     for name, table in (("heads", m1["heads"]), ("filters", m1["filters"]), ("streaming", streaming),
-                        ("retrieval", retrieval), ("reconstruction", reconstruction)):
+                        ("retrieval", retrieval), ("ruler", ruler), ("reconstruction", reconstruction)):
         if table is not None:
             run.write_table(name, table.to_dict("records"))
     run.write_table("claims", claims)
@@ -209,12 +241,14 @@ def run_kv_mini(cfg: DictConfig, run: RunDir) -> dict[str, Any]:
 
     heads = m1["heads"]
     full_retrieval = retrieval[retrieval.method == "full"].set_index("task").accuracy
+    full_ruler = ruler[ruler.method == "full"].set_index("task").accuracy if ruler is not None else pd.Series(dtype=float)
     return {"train/final_loss": info["final_loss"], "train/steps": info["steps"], "train/tokens": info["tokens"],
             "train/seconds": info["seconds"], "model/parameters": parameter_count(model),
             "m1/median_rho_knorm": float(heads.rho_knorm.median()), "m1/median_rho_qfilters": float(heads.rho_qfilters.median()),
             "m1/median_rho_ea": float(heads.rho_ea.median()), "m1/bos_sink_fraction": float(heads.bos_sink.mean()),
             "m2/full_ppl": full["ppl"], "m2/full_accuracy": full["accuracy"],
             **{f"m3/full/{task}": float(acc) for task, acc in full_retrieval.items()},
+            **{f"m5/full/{task}": float(acc) for task, acc in full_ruler.items()},
             **stages.seconds, **claim_metrics(claims)}
 
 

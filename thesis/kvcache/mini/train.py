@@ -1,5 +1,7 @@
 """Training the kvmini Llama from scratch (spec F.b recipe): AdamW (0.9, 0.95), linear warm-up then
 cosine decay to `min_lr`, weight decay on matrices only, gradient clipping, bf16 autocast on a GPU.
+The loss is the next-byte cross-entropy averaged with the stream's per-label weights (sum of w x loss
+over sum of w): with every weight 1 it is the model's own mean loss over the non-ignored labels.
 
 Resumable: every `checkpoint_every` steps the model (`save_pretrained`), the optimiser, the
 schedule, the step and the data stream's generator state are written to `<run>/checkpoints/resume/`
@@ -19,10 +21,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from thesis.core.errors import NonFiniteLossError
-from thesis.kvcache.mini.documents import TrainingStream
+from thesis.kvcache.mini.documents import IGNORE, TrainingStream
 from thesis.kvcache.mini.model import build_model
 
 TRAIN_INFO = "train.json"
@@ -34,6 +38,15 @@ def learning_rate(step: int, steps: int, warmup: int, lr: float, min_lr: float) 
         return lr * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, steps - warmup - 1))
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def weighted_loss(logits: Tensor, labels: Tensor, weights: Tensor) -> Tensor:
+    """Cross-entropy of logits[:, t] against labels[:, t + 1], weighted by weights[:, t + 1] (ignored
+    labels count 0), normalised by the sum of the weights."""
+    targets = labels[:, 1:]
+    losses = F.cross_entropy(logits[:, :-1].float().transpose(1, 2), targets.clamp(min=0), reduction="none")
+    kept = weights[:, 1:].float() * (targets != IGNORE)
+    return (losses * kept).sum() / kept.sum()
 
 
 def _replace_folder(staging: Path, final: Path) -> None:
@@ -87,9 +100,10 @@ def train_model(shape: Mapping[str, Any], train: Mapping[str, Any], stream: Trai
     for step in bar:
         for group in optimiser.param_groups:
             group["lr"] = learning_rate(step, steps, train["warmup"], train["lr"], train["min_lr"])
-        ids, labels = stream.batch()
+        ids, labels, weights = (t.to(device, non_blocking=True) for t in stream.batch())
         with autocast:
-            loss = forward(input_ids=ids.to(device, non_blocking=True), labels=labels.to(device, non_blocking=True)).loss
+            logits = forward(input_ids=ids).logits
+        loss = weighted_loss(logits, labels, weights)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), train["grad_clip"])

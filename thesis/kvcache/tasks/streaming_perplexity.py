@@ -5,13 +5,14 @@ The first `context_length` tokens are prefilled in one call (1 reads the whole t
 the KNorm and Q-Filters streaming scripts do); every later token is fed alone, under the press, and the
 logits it produces score the token after it. With `DecodingPress(press, compression_interval=1,
 target_size=B)` each layer is brought back to B pairs after every token, so a token attends to at most
-B + 1 pairs (the Q-Filters streaming cache compresses before attending, i.e. B; KNorm's script prunes
-once the cache reaches a threshold, i.e. `compression_interval` > 1). Without a press this is the
-model's plain perplexity, computed one token at a time. Achieved ratio and bytes are measured on the
-final cache, against every token it has seen (spec 0, "n x" of 4.3 decoding).
+B + 1 pairs (the Q-Filters streaming cache compresses before attending, i.e. B). KNorm's script instead
+lets the cache reach a length P and then keeps ceil(0.98 n) pairs (`knorm.PruneAfterPress`). Without a
+press this is the model's plain perplexity, computed one token at a time. Achieved ratio and bytes are
+measured on the final cache, against every token it has seen (spec 0, "n x" of 4.3 decoding).
 
 The sequences are those of `LanguageModelingTask` (random ids or chunks of one text file), of
-context_length + continuation_length tokens; the continuation is scored.
+context_length + continuation_length tokens; the continuation is scored, and every scored token keeps
+its NLL and next-token correctness (the curves along the position of Figs. 4.3, 4.6, 4.10-4.13).
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import DynamicCache
 
 from thesis.core.models import with_cache
 from thesis.kvcache.press import PressBase
 from thesis.kvcache.tasks.cache_stats import cache_stats
-from thesis.kvcache.tasks.perplexity import LanguageModelingTask, Scored
+from thesis.kvcache.tasks.perplexity import LanguageModelingTask, Scored, scored_tokens
 
 
 @torch.no_grad()
@@ -39,10 +39,8 @@ def streaming_nll(model: nn.Module, input_ids: Tensor, context_length: int, pres
         logits = [model(input_ids=input_ids[:, :context_length], **with_cache(model, cache), logits_to_keep=1).logits]
         for token in input_ids[:, context_length:-1].split(1, dim=1):
             logits.append(model(input_ids=token, **with_cache(model, cache)).logits)
-    continuation = input_ids[:, context_length:]
-    nll = F.cross_entropy(torch.cat(logits, dim=1).float().flatten(0, 1), continuation.flatten(), reduction="sum")
     stats = cache_stats(model, cache, input_ids.shape[0], input_ids.shape[1] - 1)
-    return Scored(float(nll), continuation.numel(), stats)
+    return scored_tokens(torch.cat(logits, dim=1), input_ids[:, context_length:], stats)
 
 
 class StreamingLanguageModelingTask(LanguageModelingTask):
