@@ -1,4 +1,5 @@
-"""Text chunks for the analyses: BOS first, consecutive text tokens, clear errors naming path and source."""
+"""Text chunks for the analyses: BOS first, consecutive text tokens (those of a whole-file tokenization,
+reading no further than needed), clear errors naming path and source."""
 
 import json
 
@@ -42,3 +43,21 @@ def test_missing_file_short_file_and_missing_field_are_reported(tmp_path):
     record.write_text(json.dumps({"context": "a"}) + "\n")
     with pytest.raises(DataNotFoundError, match="text_field"):
         text_chunks(WordTokenizer(), record, 1, 2)
+
+
+def test_jsonl_records_past_the_needed_tokens_are_not_read(tmp_path):
+    path = tmp_path / "lazy.jsonl"
+    path.write_text(json.dumps({"text": "a bb ccc dddd"}) + "\n" + "{not json, never parsed\n")
+    assert text_chunks(WordTokenizer(), path, 1, 5).tolist() == [[0, 1, 2, 3, 4]]
+    with pytest.raises(json.JSONDecodeError):
+        text_chunks(WordTokenizer(), path, 2, 5)
+
+
+def test_plain_text_chunks_follow_a_whole_file_tokenization(tmp_path):
+    path = tmp_path / "long.txt"
+    words = [" ".join("x" * (1 + (i * 7 + j) % 9) for j in range(1 + i % 5)) for i in range(2000)]
+    path.write_text("\n".join(words))
+    whole = WordTokenizer()(path.read_text())["input_ids"]
+    chunks = text_chunks(WordTokenizer(), path, n_chunks=30, chunk_length=11)
+    assert torch.equal(chunks[:, 1:].flatten(), torch.tensor(whole[:300]))
+    assert (chunks[:, 0] == 0).all()

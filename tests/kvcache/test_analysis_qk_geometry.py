@@ -1,6 +1,8 @@
 """Q-Filters geometry (thesis Hypotheses 4.2.2-4.2.3, Figs. 4.30, 4.40): a planted dominant direction is
 found with the thesis's sign rule, explains most of the energy, and only the first SVD component has a
-non-zero mean projection; key statistics agree with a direct computation on the tiny Llama."""
+non-zero mean projection, and v_1^+ from the float64 SVD is oriented as `qfilters.dominant_direction`
+orients it; key statistics agree with a direct computation on the tiny Llama; calibrating chunk by chunk
+gives the filters of one batch of all chunks."""
 
 import numpy as np
 import pytest
@@ -8,9 +10,9 @@ import torch
 from scipy.stats import spearmanr
 
 from thesis.kvcache.analysis.capture import forward_layers
-from thesis.kvcache.analysis.qk_geometry import filters_from_chunks, head_geometry, key_statistics
+from thesis.kvcache.analysis.qk_geometry import head_geometry, key_statistics
 from thesis.kvcache.mini.correlation import attention_received
-from thesis.kvcache.qfilters import calibrate_q_filters
+from thesis.kvcache.qfilters import dominant_direction
 
 
 @pytest.mark.parametrize("sign", [1.0, -1.0])
@@ -34,6 +36,16 @@ def test_sum_sign_rule_matches_numpy_svd():
     assert np.allclose(head_geometry(queries, "sum")["direction"].numpy(), expected, atol=1e-4)
 
 
+@pytest.mark.parametrize("sign_rule", ["sum", "majority"])
+def test_direction_is_oriented_as_the_press_calibration_orients_it(sign_rule):
+    generator = torch.Generator().manual_seed(3)
+    for shift in (-0.3, 0.3):
+        queries = torch.randn(500, 8, generator=generator) + shift * torch.linspace(0, 1, 8)
+        found = head_geometry(queries, sign_rule)["direction"]
+        assert found.dtype == torch.float64
+        assert torch.allclose(found.float(), dominant_direction(queries, sign_rule), atol=1e-4)
+
+
 def test_key_statistics_match_a_direct_computation(tiny_llama, prompt):
     chunks = prompt[:, :24]
     directions = torch.nn.functional.normalize(torch.randn(2, 4, 16, generator=torch.Generator().manual_seed(2)), dim=-1)
@@ -49,11 +61,3 @@ def test_key_statistics_match_a_direct_computation(tiny_llama, prompt):
     group_filter = directions[1, 2:4].double().mean(0)
     assert found["rho_qfilters"][1, 3].item() == pytest.approx(spearmanr((keys[1] @ group_filter).numpy(), received)[0],
                                                                abs=1e-9)
-
-
-def test_filters_from_chunks_equal_calibration_on_the_same_queries(tiny_llama, prompt):
-    chunks = prompt[:, :40]
-    # every query is sampled (40 <= num_samples), so the sets match the press's calibration exactly
-    ours = filters_from_chunks(tiny_llama, chunks, num_samples=40)
-    theirs = calibrate_q_filters(tiny_llama, [chunks], num_samples=40)
-    assert torch.allclose(ours, theirs, atol=1e-4)

@@ -1,6 +1,8 @@
 """Q-Filters calibration runs (thesis 4.2.11, Figs. 4.38, 4.39): the saved file round-trips to the filters
-calibrated independently on the same sequences, its hash and regeneration command are recorded; the
-ablation's largest-count reference row has cosine 1 and the other rows match a direct computation."""
+recomputed on the same sequences, its hash and regeneration command are recorded; the ablation's filters
+from nested prefixes of one sample equal separate calibrations at each count (checked row by row against
+separate `calibrate_q_filters` calls), and they recover a planted dominant query direction once the
+sample is large enough."""
 
 import hashlib
 
@@ -12,8 +14,8 @@ from hydra.utils import instantiate
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from thesis.core.experiment import apply_scale, execute
-from thesis.kvcache.calibration import cosine_rows
-from thesis.kvcache.qfilters import calibrate_q_filters, load_q_filters
+from thesis.kvcache.calibration import cosine_rows, nested_filters
+from thesis.kvcache.qfilters import calibrate_q_filters, load_q_filters, query_groups, sample_queries
 
 
 def run_dir_of(compose_experiment, tmp_path, name):
@@ -54,22 +56,48 @@ def test_cosine_rows_against_a_hand_computation():
     assert rows[0]["cosine"] == pytest.approx(2 ** -0.5) and rows[1]["cosine"] == pytest.approx(-1.0)
 
 
-def test_ablation_reference_row_is_one_and_rows_match_direct_calibration(compose_experiment, tmp_path):
+def test_nested_prefixes_equal_separate_calibrations(tiny_llama):
+    batches = [torch.randint(0, 256, (2, 48), generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    counts = [5, 20, 80, 200]
+    sample = sample_queries(tiny_llama, batches, num_samples=max(counts), seed=4)
+    nested = nested_filters(sample.queries, counts, query_groups(tiny_llama), "majority")
+    for count in counts:
+        separate = calibrate_q_filters(tiny_llama, batches, num_samples=count, sign_rule="majority", seed=4)
+        assert torch.equal(nested[count], separate)
+
+
+def test_nested_filters_recover_a_planted_direction_above_a_minimum_count():
+    generator = torch.Generator().manual_seed(0)
+    layers, kv_heads, groups, head_dim, n = 3, 2, 2, 16, 3000
+    planted = F.normalize(torch.randn(layers, kv_heads, head_dim, generator=generator), dim=-1)
+    per_head = planted.repeat_interleave(groups, dim=1)  # (layers, heads, head_dim), shared by a group
+    queries = [3 * per_head[layer][:, None] + torch.randn(kv_heads * groups, n, head_dim, generator=generator)
+               for layer in range(layers)]
+    counts = [10, 30, 100, 300, 1000, 3000]
+    found = nested_filters(queries, counts, groups, "sum")
+    cosines = {count: F.cosine_similarity(found[count], planted, dim=-1) for count in counts}
+    for count in counts[2:]:  # from 100 samples on, every (layer, KV head) finds its direction
+        assert cosines[count].min() > 0.99
+    assert cosines[3000].min() > 0.999 and cosines[3000].mean() > cosines[10].mean()
+
+
+def test_ablation_rows_match_separate_calibrations(compose_experiment, tmp_path):
     cfg, metrics, run_dir = run_dir_of(compose_experiment, tmp_path, "kv_qfilters_calibration_ablation")
     ablation = pd.read_csv(run_dir / "tables" / "ablation.csv")
     cosine = pd.read_csv(run_dir / "tables" / "cosine.csv")
-    largest = max(cfg.method.sample_counts)
-    reference_row = ablation[(ablation.corpus == "pile") & (ablation.num_samples == largest)].iloc[0]
-    assert reference_row.cosine_mean == pytest.approx(1.0, abs=1e-6)
-    assert reference_row.cosine_min == pytest.approx(1.0, abs=1e-6)
     assert len(ablation) == len(cfg.data.corpora) * len(cfg.method.sample_counts)
     assert ablation.perplexity.notna().all()
     model, pile = model_and_sequences(cfg, "pile")
-    _, code = model_and_sequences(cfg, "code")
-    reference = calibrate_q_filters(model, pile, num_samples=largest, sign_rule="sum", seed=0)
-    smallest = min(cfg.method.sample_counts)
-    direct = F.cosine_similarity(calibrate_q_filters(model, code, num_samples=smallest, sign_rule="sum", seed=0),
-                                 reference, dim=-1)
-    measured = cosine[(cosine.corpus == "code") & (cosine.num_samples == smallest)].sort_values(["layer", "kv_head"])
-    assert torch.allclose(torch.tensor(measured.cosine.to_numpy(), dtype=torch.float32), direct.flatten(), atol=1e-5)
+    reference = calibrate_q_filters(model, pile, num_samples=max(cfg.method.sample_counts), sign_rule="sum", seed=0)
+    for corpus in cfg.data.corpora:
+        _, sequences = model_and_sequences(cfg, corpus)
+        for count in cfg.method.sample_counts:
+            separate = calibrate_q_filters(model, sequences, num_samples=count, sign_rule="sum", seed=0)
+            direct = F.cosine_similarity(separate, reference, dim=-1)
+            rows = cosine[(cosine.corpus == corpus) & (cosine.num_samples == count)]
+            measured = rows.sort_values(["layer", "kv_head"])
+            assert torch.allclose(torch.tensor(measured.cosine.to_numpy(), dtype=torch.float32), direct.flatten(),
+                                  atol=1e-5)
+            row = ablation[(ablation.corpus == corpus) & (ablation.num_samples == count)].iloc[0]
+            assert row.cosine_mean == pytest.approx(float(direct.mean()), abs=1e-5)
     assert (run_dir / "figures" / "kv_qfilters_calibration_ablation.png").is_file()

@@ -40,14 +40,18 @@ def rotation_matrix(model, position: int, head_dim: int) -> torch.Tensor:
     return rotated[0, 0].T.double()
 
 
-def direct_scores(model, module, hidden, keys, values, n_future, n_sink, epsilon):
-    """Eqs. 4.12-4.16 written out: one query head and one key at a time, float64."""
+def direct_scores(model, module, hidden, keys, values, n_future, n_sink, epsilon, sinks_in_softmax=True,
+                  next_position=None):
+    """Eqs. 4.12-4.16 written out: one query head and one key at a time, float64. The RoPE average
+    starts at `next_position` (default: right after the n cached keys); without `sinks_in_softmax`
+    the softmax runs over the keys after the sinks only."""
     d, groups = module.head_dim, module.num_key_value_groups
     n = keys.shape[-2]
+    start = n if next_position is None else next_position
     x = hidden[0, n_sink:].double()
     mu = x.mean(0)
     sigma = (x - mu).T @ (x - mu) / x.shape[0]
-    r_bar = sum(rotation_matrix(model, n + j, d) for j in range(n_future)) / n_future
+    r_bar = sum(rotation_matrix(model, start + j, d) for j in range(n_future)) / n_future
     weight = module.q_proj.weight.double()
     scores = torch.zeros(keys.shape[1], n, dtype=torch.float64)
     for head in range(module.config.num_attention_heads):
@@ -56,9 +60,11 @@ def direct_scores(model, module, hidden, keys, values, n_future, n_sink, epsilon
         cov_q = r_bar @ w_h @ sigma @ w_h.T @ r_bar.T
         k = keys[0, head // groups].double()
         z = torch.stack([mean_q @ k[i] / math.sqrt(d) + k[i] @ cov_q @ k[i] / (2 * d) for i in range(n)])
-        scores[head // groups] += z.softmax(0) / groups
+        weights = z.softmax(0) if sinks_in_softmax else torch.cat([torch.zeros(n_sink, dtype=z.dtype),
+                                                                   z[n_sink:].softmax(0)])
+        scores[head // groups] += weights / groups
     scores = (scores + epsilon) * values[0].double().norm(dim=-1)
-    scores[:, :n_sink] = scores.max() + 1
+    scores[:, :n_sink] = scores[:, n_sink:].max() + 1
     return scores
 
 
@@ -70,6 +76,41 @@ def test_scores_match_direct_computation(tiny_llama, prompt):
         with torch.no_grad():
             got = press.score(module, hidden, layer.keys, layer.values, None, kwargs)
             expected = direct_scores(tiny_llama, module, hidden, layer.keys, layer.values, T, SINKS, EPS)
+        torch.testing.assert_close(got[0].double(), expected, rtol=1e-4, atol=1e-7)
+
+
+def test_softmax_over_the_non_sink_keys_matches_direct_computation(tiny_llama, prompt):
+    """kvpress's normalisation (sinks_in_softmax=False): eq. 4.15 summed over the keys after the sinks."""
+    cache, calls = recorded_prefill(tiny_llama, prompt)
+    press = ExpectedAttentionPress(0.5, n_future_positions=T, n_sink=SINKS, epsilon=EPS, sinks_in_softmax=False)
+    press.attach(tiny_llama)
+    module, hidden, kwargs = calls[1]
+    layer = cache.layers[1]
+    with torch.no_grad():
+        got = press.score(module, hidden, layer.keys, layer.values, None, kwargs)
+        default = ExpectedAttentionPress(0.5, n_future_positions=T, n_sink=SINKS, epsilon=EPS)
+        default.attach(tiny_llama)
+        thesis = default.score(module, hidden, layer.keys, layer.values, None, kwargs)
+    expected = direct_scores(tiny_llama, module, hidden, layer.keys, layer.values, T, SINKS, EPS, sinks_in_softmax=False)
+    torch.testing.assert_close(got[0].double(), expected, rtol=1e-4, atol=1e-7)
+    assert float((got - thesis).abs().max()) > 1e-5
+
+
+def test_rope_start_absolute_or_buffer_length(tiny_llama, prompt):
+    """The RoPE average starts at the absolute next position (position_ids, default) or, as kvpress,
+    at the length of the scored hidden states; shifted positions tell the two apart."""
+    cache, calls = recorded_prefill(tiny_llama, prompt)
+    module, hidden, kwargs = calls[1]
+    layer = cache.layers[1]
+    shifted = {**kwargs, "position_ids": kwargs["position_ids"] + 100}
+    n = hidden.shape[1]
+    for rope_start, start in (("absolute", n + 100), ("buffer_length", n)):
+        press = ExpectedAttentionPress(0.5, n_future_positions=T, n_sink=SINKS, epsilon=EPS, rope_start=rope_start)
+        press.attach(tiny_llama)
+        with torch.no_grad():
+            got = press.score(module, hidden, layer.keys, layer.values, None, shifted)
+        expected = direct_scores(tiny_llama, module, hidden, layer.keys, layer.values, T, SINKS, EPS,
+                                 next_position=start)
         torch.testing.assert_close(got[0].double(), expected, rtol=1e-4, atol=1e-7)
 
 
@@ -108,3 +149,5 @@ def test_invalid_variants_are_refused():
         ExpectedAttentionPress(0.5, statistics="pre_rope")
     with pytest.raises(ValueError, match="value_norm"):
         ExpectedAttentionPress(0.5, value_norm="l1")
+    with pytest.raises(ValueError, match="rope_start"):
+        ExpectedAttentionPress(0.5, rope_start="relative")

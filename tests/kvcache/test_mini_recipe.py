@@ -13,10 +13,10 @@ from thesis.core.models import with_cache
 from thesis.kvcache.mini.corpus import pydoc_corpus
 from thesis.kvcache.mini.documents import IGNORE, PASSKEY_QUESTION, TrainingStream, equal_length_words
 from thesis.kvcache.mini.model import build_model
-from thesis.kvcache.mini.reconstruction import (continuation_states, future_queries, oracle_press,
-                                                reconstruction_error)
+from thesis.kvcache.mini.reconstruction import reconstruction_error
 from thesis.kvcache.mini.tokenizer import BOS, EOS
 from thesis.kvcache.mini.train import weighted_loss
+from thesis.kvcache.oracle import FutureAttentionPress, continuation_run
 
 ROOT = Path(__file__).resolve().parents[2]
 SHAPE = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -115,13 +115,17 @@ def test_oracle_keeps_the_top_of_the_hand_computed_future_attention(model):
     ids = torch.randint(0, 256, (2, 48), generator=torch.Generator().manual_seed(4))
     ids[:, 0] = BOS
     prefix, continuation = ids[:, :36], ids[:, 36:]
-    queries = future_queries(model, prefix, continuation)
+    reference = continuation_run(model, prefix, continuation, None)
+    queries = reference.queries
     assert [q.shape for q in queries] == [(2, 4, 12, 8)] * 2
-    reference = continuation_states(model, prefix, continuation, None)
-    assert reconstruction_error(reference, continuation_states(model, prefix, continuation,
-                                                               oracle_press(queries, 0.0))).abs().max() < 1e-4
+
+    def oracle(ratio):
+        return FutureAttentionPress(compression_ratio=ratio, future_queries=queries)
+
+    assert reconstruction_error(reference, continuation_run(model, prefix, continuation,
+                                                            oracle(0.0))).abs().max() < 1e-4
     full = _prefix_cache(model, prefix)
-    with oracle_press(queries, 0.75)(model):
+    with oracle(0.75)(model):
         pruned = _prefix_cache(model, prefix)
     for layer in range(SHAPE["num_hidden_layers"]):
         keys, values = full.layers[layer].keys, full.layers[layer].values
@@ -132,7 +136,7 @@ def test_oracle_keeps_the_top_of_the_hand_computed_future_attention(model):
             for kv in range(2):
                 expected = sorted(scores[b, kv].topk(9).indices.tolist())
                 assert torch.allclose(kept[b, kv], keys[b, kv, expected], atol=1e-6), (layer, b, kv)
-    moved = continuation_states(model, prefix, continuation, oracle_press(queries, 0.75))
+    moved = continuation_run(model, prefix, continuation, oracle(0.75))
     assert (reconstruction_error(reference, moved) > 1e-4).all()
 
 

@@ -279,3 +279,38 @@ def test_presses_run_on_a_gemma_model():
     same = prefill(model, prompt, KNormPress(0.0, skip_layers=()))
     for a, b in zip(same.layers, full.layers):
         assert torch.equal(a.keys, b.keys)
+
+
+def test_snapkv_edge_pooling_divides_by_the_kernel(tiny_llama_eager, prompt):
+    """With zero padding counted (default, as kvpress and the SnapKV authors) the pooled scores at the
+    kernel // 2 positions of each edge are those averaged inside the range times (positions inside) / kernel;
+    elsewhere the two agree."""
+    calls = []
+
+    def record(module, args, kwargs, output):
+        calls.append((module, kwargs["hidden_states"], dict(kwargs), output[1]))
+
+    handles = [layer.self_attn.register_forward_hook(record, with_kwargs=True)
+               for layer in tiny_llama_eager.model.layers]
+    try:
+        full = prefill(tiny_llama_eager, prompt)
+    finally:
+        for handle in handles:
+            handle.remove()
+    window, kernel = 8, 5
+    m = prompt.shape[-1] - window
+    inside = torch.full((m,), float(kernel))
+    inside[:2], inside[-2:] = torch.tensor([3.0, 4.0]), torch.tensor([4.0, 3.0])
+    for (module, hidden, kwargs, weights), layer in zip(calls, full.layers):
+        counted, inside_only = (SnapKVPress(0.5, window=window, kernel=kernel, pool_counts_padding=flag).score(
+            module, hidden, layer.keys, layer.values, weights, kwargs)[..., :m] for flag in (True, False))
+        torch.testing.assert_close(counted, inside_only * inside / kernel)
+        assert not torch.allclose(counted[..., :2], inside_only[..., :2])
+
+
+def test_random_press_skip_layers_leave_those_layers_whole(tiny_llama_4_layers, prompt):
+    full = prefill(tiny_llama_4_layers, prompt)
+    compressed = prefill(tiny_llama_4_layers, prompt, RandomPress(0.5, seed=0, skip_layers=(0, 1)))
+    assert [layer.keys.shape[2] for layer in compressed.layers] == [prompt.shape[-1]] * 2 + [prompt.shape[-1] // 2] * 2
+    for i in (0, 1):
+        assert torch.equal(compressed.layers[i].keys, full.layers[i].keys)

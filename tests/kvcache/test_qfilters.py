@@ -1,7 +1,9 @@
 """Q-Filters (spec B.1, E.5, F.a test 4): SVD recovers a planted dominant query direction with the
 sign that makes queries project positively (both sign rules), calibration on a tiny model gives
-(layers, kv_heads, head_dim) GQA-averaged filters, and filters round-trip through safetensors in
-both sign conventions."""
+(layers, kv_heads, head_dim) GQA-averaged filters, the query sample is the documented one (positions
+of the smallest seeded draws, rows equal to directly computed queries, independent of the batch
+split, nested across sample sizes), and filters round-trip through safetensors in both sign
+conventions."""
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from thesis.kvcache.qfilters import (
     calibrate_q_filters,
     dominant_direction,
     load_q_filters,
+    sample_queries,
     save_q_filters,
 )
 from thesis.kvcache.queries import post_rope_queries
@@ -45,6 +48,51 @@ def test_calibration_averages_each_groups_oriented_directions(tiny_llama):
     torch.testing.assert_close(filters[0], per_head.view(2, 2, 16).mean(1), rtol=1e-4, atol=1e-5)
     for head, direction in zip(queries.transpose(0, 1), per_head):
         assert (head.flatten(0, 1) @ direction).mean() > 0
+
+
+def all_queries_of_first_layer(model, batches):
+    """(heads, tokens, head_dim) post-RoPE queries of layer 0, tokens numbered batch-major in order."""
+    layer, rotary = model.model.layers[0], model.model.rotary_emb
+    with torch.no_grad():
+        parts = []
+        for batch in batches:
+            x = model.model.embed_tokens(batch)
+            positions = torch.arange(batch.shape[1])[None]
+            parts.append(post_rope_queries(layer.self_attn, layer.input_layernorm(x), rotary(x, positions)))
+    return torch.cat([p.transpose(0, 1).flatten(1, 2) for p in parts], dim=1)
+
+
+def test_sample_is_the_smallest_seeded_draws_and_holds_their_queries(tiny_llama):
+    batches = [torch.randint(0, 256, (2, 64), generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    sample = sample_queries(tiny_llama, batches, num_samples=50, seed=3)
+    draws = torch.rand(256, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert torch.equal(sample.positions, draws.argsort()[:50])
+    assert len(sample.queries) == 2 and sample.queries[0].shape == (4, 50, 16)
+    expected = all_queries_of_first_layer(tiny_llama, batches)[:, sample.positions]
+    torch.testing.assert_close(sample.queries[0], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_sample_does_not_depend_on_the_batch_split_and_is_nested(tiny_llama):
+    tokens = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(5))
+    splits = [[tokens], list(tokens.split(1)), list(tokens.split(3))]
+    samples = [sample_queries(tiny_llama, batches, num_samples=40, seed=1) for batches in splits]
+    for other in samples[1:]:
+        assert torch.equal(other.positions, samples[0].positions)
+        for ours, theirs in zip(other.queries, samples[0].queries):
+            torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+    larger = sample_queries(tiny_llama, splits[1], num_samples=100, seed=1)
+    assert torch.equal(larger.positions[:40], samples[1].positions)
+    for ours, theirs in zip(larger.queries, samples[1].queries):
+        assert torch.equal(ours[:, :40], theirs)
+    everything = sample_queries(tiny_llama, splits[0], num_samples=10_000)
+    assert torch.equal(everything.positions.sort().values, torch.arange(128))
+
+
+def test_sampling_refuses_empty_input(tiny_llama):
+    with pytest.raises(ValueError, match="num_samples"):
+        sample_queries(tiny_llama, [torch.zeros(1, 4, dtype=torch.long)], num_samples=0)
+    with pytest.raises(ValueError, match="no batches"):
+        calibrate_q_filters(tiny_llama, [])
 
 
 def test_saved_filters_round_trip_in_both_conventions(tmp_path, tiny_llama):

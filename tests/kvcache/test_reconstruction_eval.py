@@ -1,5 +1,8 @@
-"""Reconstruction-error runner: zero without eviction, per-layer errors that average to the miniature's
-error, the oracle's score against eager attention weights, and the table of the kv_ea_reconstruction smoke."""
+"""Reconstruction-error runner: zero without eviction, per-layer errors against a hand computation (and
+the miniature's error their mean), the oracle's score against eager attention weights, and the table of
+the kv_ea_reconstruction smoke."""
+
+import math
 
 import pandas as pd
 import pytest
@@ -12,8 +15,8 @@ from thesis.core.models import with_cache
 from thesis.core.rundir import RunDir
 from thesis.kvcache.knorm import KNormPress
 from thesis.kvcache.mini.reconstruction import reconstruction_error
-from thesis.kvcache.reconstruction_eval import (FutureAttentionPress, continuation_run, evaluate_reconstruction,
-                                                layer_errors)
+from thesis.kvcache.oracle import FutureAttentionPress, continuation_run, layer_errors
+from thesis.kvcache.reconstruction_eval import evaluate_reconstruction
 
 PREFIX = 96
 
@@ -28,22 +31,34 @@ def test_no_eviction_gives_zero_error(tiny_llama, prompt):
     same = continuation_run(tiny_llama, prefix, continuation, KNormPress(0.0, skip_layers=()))
     for target in ("residual", "attention_output"):
         errors = layer_errors(getattr(reference, target), getattr(same, target))
-        assert torch.allclose(errors, torch.zeros(2), atol=1e-5)
+        assert torch.allclose(errors, torch.zeros(2, 1), atol=1e-5)
     config = tiny_llama.config
     assert reference.prefix_pairs == same.prefix_pairs == config.num_hidden_layers * config.num_key_value_heads * PREFIX
     assert reference.attention_output.shape == (2, 1, prompt.shape[1] - PREFIX, config.hidden_size)
 
 
-def test_layer_errors_average_to_the_miniatures_error(tiny_llama, prompt):
+def hand_layer_errors(reference: torch.Tensor, compressed: torch.Tensor) -> list[list[float]]:
+    """Per layer and sequence: sqrt(sum of squared differences) per token, averaged over tokens, in float64."""
+    layers, batch, tokens, _ = reference.shape
+    return [[sum(math.sqrt(float(((reference[l, b, t].double() - compressed[l, b, t].double()) ** 2).sum()))
+                 for t in range(tokens)) / tokens for b in range(batch)] for l in range(layers)]
+
+
+def test_layer_errors_against_a_hand_computation(tiny_llama, prompt):
     prefix, continuation = split(prompt)
     reference = continuation_run(tiny_llama, prefix, continuation, None)
     compressed = continuation_run(tiny_llama, prefix, continuation, KNormPress(0.5, skip_layers=()))
     per_layer = layer_errors(reference.residual, compressed.residual)
+    by_hand = hand_layer_errors(reference.residual, compressed.residual)
+    assert per_layer.tolist() == [pytest.approx(row, rel=1e-5) for row in by_hand]
     assert (per_layer > 0).all()
-    miniature = reconstruction_error(reference.residual, compressed.residual)
-    assert per_layer.mean().item() == pytest.approx(miniature.item())
+    miniature = reconstruction_error(reference, compressed)  # M4: mean over layers, per sequence
+    assert miniature.tolist() == pytest.approx([sum(col) / len(col) for col in zip(*by_hand)], rel=1e-5)
     assert compressed.prefix_pairs == reference.prefix_pairs // 2
-    assert (layer_errors(reference.attention_output, compressed.attention_output) > 0).all()
+    outputs = layer_errors(reference.attention_output, compressed.attention_output)
+    assert outputs.tolist() == [pytest.approx(row, rel=1e-5)
+                                for row in hand_layer_errors(reference.attention_output, compressed.attention_output)]
+    assert (outputs > 0).all()
 
 
 @torch.no_grad()

@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from thesis.ceramics import explain, figures
 from thesis.ceramics.data import ThinSectionDataModule
-from thesis.ceramics.metrics import classification_metrics, confusion, confusion_rows, largest_confusion
+from thesis.ceramics.metrics import classification_metrics, largest_confusion
 from thesis.ceramics.runner import build_model, evaluation_tables, train_classifier
 from thesis.ceramics.synthetic import CODE, CUES, DISTRACTORS, View, config_from, field_views, render, sections, to_uint8
 from thesis.ceramics.textures import NUM_CLASSES as TEXTURE_CLASSES

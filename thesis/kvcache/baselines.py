@@ -3,7 +3,9 @@
 Each scorer returns (batch, kv_heads, seq), higher = keep; protected positions get the layer's
 maximum score + 1 so top-k always keeps them.
 
-- Random: uniform scores, from a generator seeded once per `with press(model)` when `seed` is set.
+- Random: uniform scores, from a generator seeded once per `with press(model)` when `seed` is set;
+  `skip_layers` leaves layers whole, as the KNorm authors' random baseline does for layers 0 and 1
+  (so KNorm and random hold the same memory at the same ratio).
 - StreamingLLM [623]: keep the first `n_sink` positions (attention sinks) and the most recent ones;
   the keys are not re-rotated (the original method also re-rotates them).
 - KeyDiff: keys that point away from the head's average direction carry distinct information, so
@@ -60,10 +62,14 @@ def attention_of_last(module: nn.Module, hidden_states: Tensor, keys: Tensor, at
 
 @dataclass
 class RandomPress(Press):
-    """Evict uniformly at random."""
+    """Evict uniformly at random in every layer not in `skip_layers`."""
 
     seed: int | None = None
+    skip_layers: tuple[int, ...] = ()
     generator: torch.Generator | None = field(default=None, init=False, repr=False)
+
+    def compresses_layer(self, layer_idx: int) -> bool:
+        return layer_idx not in self.skip_layers
 
     def attach(self, model: nn.Module) -> None:
         self.generator = None if self.seed is None else torch.Generator().manual_seed(self.seed)

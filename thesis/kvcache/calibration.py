@@ -10,9 +10,11 @@ corpus, sizes, the file's SHA-256 and the command that regenerates it.
 
 `calibration_ablation` (experiment `kv_qfilters_calibration_ablation`): how much the filters depend
 on the number of SVD samples (Fig. 4.38: 10 to 3000) and on the calibration corpus (Fig. 4.39). For
-every corpus of `data.corpora` and every count of `method.sample_counts` the filters are calibrated
-and compared, per (layer, KV head), by cosine similarity with the reference filters (the largest
-count on `method.reference_corpus`); the reference row has cosine 1 by construction. With
+every corpus of `data.corpora` the queries are sampled once, at the largest count; the filters of a
+smaller count n come from the first n sampled rows, which are exactly the queries a separate
+calibration with `num_samples=n` would use (`qfilters.sample_queries`), so each row equals such a
+calibration without repeating the forward passes. Filters are compared, per (layer, KV head), by
+cosine similarity with the reference filters (the largest count on `method.reference_corpus`). With
 `method.perplexity` set, each set of filters also scores the streaming perplexity task
 `data.evaluation` under `DecodingPress(QFiltersPress, interval 1, target_size)` (Fig. 4.38's
 y-axis). Tables `cosine.csv` (corpus, num_samples, layer, kv_head, cosine) and `ablation.csv`
@@ -25,7 +27,7 @@ import hashlib
 import math
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import torch
@@ -40,7 +42,8 @@ from thesis.core.hardware import device_of
 from thesis.core.plotting import new_figure, save_figure
 from thesis.core.rundir import RunDir
 from thesis.kvcache.decoding import DecodingPress
-from thesis.kvcache.qfilters import QFiltersPress, calibrate_q_filters, save_q_filters
+from thesis.kvcache.qfilters import (QFiltersPress, calibrate_q_filters, filters_from_queries, query_groups,
+                                     sample_queries, save_q_filters)
 from thesis.kvcache.runner import load_model
 from thesis.kvcache.tasks.streaming_perplexity import streaming_nll
 
@@ -49,6 +52,13 @@ FILTERS_FILE = "q_filters.safetensors"
 
 def filters_of(model: nn.Module, batches: list[torch.Tensor], num_samples: int, method: DictConfig) -> torch.Tensor:
     return calibrate_q_filters(model, batches, num_samples=num_samples, sign_rule=method.sign_rule, seed=method.seed)
+
+
+def nested_filters(queries: list[torch.Tensor], counts: list[int], groups: int,
+                   sign_rule: Literal["sum", "majority"]) -> dict[int, torch.Tensor]:
+    """Filters from the first n sampled queries (heads, N, head_dim) per layer, for each n of `counts`."""
+    return {count: filters_from_queries([layer[:, :count] for layer in queries], groups, sign_rule)
+            for count in counts}
 
 
 def sha256(path: Path) -> str:
@@ -122,11 +132,16 @@ def calibration_ablation(cfg: DictConfig, run: RunDir) -> dict[str, float]:
     if method.perplexity is not None:
         task = instantiate(cfg.data.evaluation)
         evaluation = (task.sequences(tokenizer), task.context_length)
-    reference = filters_of(model, batches[method.reference_corpus], reference_count, method)
+    counts = list(method.sample_counts)
+    filters_by = {}
+    for corpus in progress(corpora, desc="corpora"):
+        sample = sample_queries(model, batches[corpus], reference_count, method.seed)
+        for count, filters in nested_filters(sample.queries, counts, query_groups(model), method.sign_rule).items():
+            filters_by[corpus, count] = filters
+    reference = filters_by[method.reference_corpus, reference_count]
     cosines, summary, metrics = [], [], {}
-    for corpus, count in progress([(c, n) for c in corpora for n in method.sample_counts], desc="corpora x samples"):
-        same = corpus == method.reference_corpus and count == reference_count
-        filters = reference if same else filters_of(model, batches[corpus], count, method)
+    for corpus, count in progress([(c, n) for c in corpora for n in counts], desc="corpora x samples"):
+        filters = filters_by[corpus, count]
         rows = cosine_rows(corpus, count, filters, reference)
         cosines.extend(rows)
         values = torch.tensor([row["cosine"] for row in rows])

@@ -22,7 +22,6 @@ Metrics: `<press>/<budget>/<task>/<metric>`.
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from thesis.core.plotting import new_figure, save_figure
 from thesis.core.rundir import RunDir
 from thesis.kvcache.runner import build_press, load_model
 from thesis.kvcache.tasks.base import PerplexityTask
-from thesis.kvcache.tasks.perplexity import Scored, compressed_nll, position_rows
+from thesis.kvcache.tasks.perplexity import Scored, compressed_nll, position_rows, totals
 from thesis.kvcache.tasks.streaming_perplexity import StreamingLanguageModelingTask, streaming_nll
 
 FULL = "full"
@@ -65,13 +64,11 @@ def press_at(spec: Any, field: str, budget: int) -> dict[str, Any]:
 
 
 def score_rows(press: str, budget: int | str, task: str, scored: list[Scored]) -> list[dict[str, Any]]:
-    nll = sum(s.nll_sum for s in scored) / sum(s.n_tokens for s in scored)
-    accuracy = sum(float(s.token_correct.float().sum()) for s in scored) / sum(s.n_tokens for s in scored)
     achieved = sum(s.stats.achieved_ratio for s in scored) / len(scored)
     cache_bytes = sum(s.stats.cache_bytes for s in scored) / len(scored)
     return [{"press": press, "budget": budget, "task": task, "metric": metric, "value": value,
              "achieved_ratio": achieved, "cache_bytes": cache_bytes}
-            for metric, value in (("nll", nll), ("perplexity", math.exp(nll)), ("accuracy", accuracy))]
+            for metric, value in totals(scored).items()]
 
 
 def evaluate_language_modelling(cfg: DictConfig, run: RunDir) -> dict[str, float]:

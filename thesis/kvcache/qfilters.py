@@ -1,12 +1,21 @@
 """Q-Filters (thesis Sec. 4.2, spec B.1): score keys by their projection on each head's dominant query
 direction, found once per model offline.
 
-Calibration: run text through the model, collect every layer's post-RoPE queries (the cached keys
-are post-RoPE too; spec E.6), sample up to `num_samples` of them per query head, take the SVD
-Q = U S V^T and the top right singular vector v_1, oriented so queries project positively on it:
-thesis v_1^+ = sgn(1 u_1^T) v_1 (`sign_rule="sum"`), or the authors' code's majority vote over the
-entries of u_1 (`sign_rule="majority"`) (spec E.5). The filters of the query heads sharing a KV
-head are averaged, not renormalised (GQA), giving a (layers, kv_heads, head_dim) tensor.
+Calibration: run text through the model and keep the post-RoPE queries (the cached keys are
+post-RoPE too; spec E.6) of a uniform sample of at most `num_samples` token positions, the same
+positions for every layer and head; take the SVD Q = U S V^T per query head and the top right
+singular vector v_1, oriented so queries project positively on it: thesis v_1^+ = sgn(1 u_1^T) v_1
+(`sign_rule="sum"`), or the authors' code's majority vote over the entries of u_1
+(`sign_rule="majority"`) (spec E.5). The filters of the query heads sharing a KV head are averaged,
+not renormalised (GQA), giving a (layers, kv_heads, head_dim) tensor.
+
+Sampling (`sample_queries`): the token positions of all batches are numbered in order (batch-major
+inside a batch) and position t gets the key r_t, the t-th float64 draw of a CPU generator seeded
+with `seed`. The sample is the `num_samples` positions with the smallest keys, rows ordered by
+increasing key. Draws are sequential, so the sample depends on the token stream only, not on how it
+is cut into batches, and a sample of n is the first n rows of any larger one (nested prefixes, used
+by the calibration ablation). Each batch's surviving rows are picked on the model's device; only
+they are moved to the CPU, so host memory holds layers x heads x num_samples x head_dim floats.
 
 Scoring: keep the keys with the highest <k, v_1^+> (Proposition 4.2.1: the expected query-key
 product is about kappa <k, u> with kappa > 0). Files hold v_1^+ itself under the name `q_filters`
@@ -34,45 +43,95 @@ from thesis.kvcache.queries import group_mean, post_rope_queries
 FILTERS_KEY = "q_filters"
 
 
+def oriented(first_left: Tensor, first_right: Tensor, sign_rule: Literal["sum", "majority"] = "sum") -> Tensor:
+    """v_1^+ from the first left (N,) and right (d,) singular vectors: v_1 or -v_1 by `sign_rule`."""
+    if sign_rule == "sum":
+        positive = bool(first_left.sum() > 0)
+    elif sign_rule == "majority":
+        positive = int((first_left > 0).sum()) > first_left.numel() / 2
+    else:
+        raise ValueError(f"sign_rule must be 'sum' (thesis) or 'majority' (authors' code); got {sign_rule!r}.")
+    return first_right if positive else -first_right
+
+
 def dominant_direction(queries: Tensor, sign_rule: Literal["sum", "majority"] = "sum") -> Tensor:
     """Unit v_1^+ (d,) of queries (N, d): top right singular vector, oriented by `sign_rule`."""
     left, _, right = torch.linalg.svd(queries.float(), full_matrices=False)
-    first = left[:, 0]
-    if sign_rule == "sum":
-        positive = bool(first.sum() > 0)
-    elif sign_rule == "majority":
-        positive = int((first > 0).sum()) > first.numel() / 2
-    else:
-        raise ValueError(f"sign_rule must be 'sum' (thesis) or 'majority' (authors' code); got {sign_rule!r}.")
-    return right[0] if positive else -right[0]
+    return oriented(left[:, 0], right[0], sign_rule)
+
+
+@dataclass
+class QuerySample:
+    """Post-RoPE queries at the sampled token positions, rows in increasing key order (module docstring)."""
+
+    queries: list[Tensor]  # per layer, (heads, n, head_dim) float32 on the CPU
+    positions: Tensor  # (n,) index of each row in the token stream of the batches
 
 
 @torch.no_grad()
-def calibrate_q_filters(model: nn.Module, batches: Iterable[Tensor], num_samples: int = 3000,
-                        sign_rule: Literal["sum", "majority"] = "sum", seed: int = 0) -> Tensor:
-    """Q-Filters (layers, kv_heads, head_dim) of `model` from token batches (batch, seq)."""
+def sample_queries(model: nn.Module, batches: Iterable[Tensor], num_samples: int, seed: int = 0) -> QuerySample:
+    """The post-RoPE queries of every layer and head at min(num_samples, tokens) sampled positions."""
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1; got {num_samples}.")
     stack = decoder(model)
-    collected: list[list[Tensor]] = [[] for _ in stack.layers]
+    generator = torch.Generator().manual_seed(seed)
+    kept: list[Tensor | None] = [None] * len(stack.layers)
+    step: dict[str, Tensor] = {}
 
     def collect(module, args, kwargs, output):
         queries = post_rope_queries(module, kwargs["hidden_states"], kwargs["position_embeddings"])
-        collected[module.layer_idx].append(queries.transpose(0, 1).flatten(1, 2).float().cpu())
+        seq = queries.shape[2]
+        rows = step["new_rows"].to(queries.device)
+        new = queries[rows // seq, :, rows % seq].transpose(0, 1).float().cpu()  # (heads, new, head_dim)
+        old = kept[module.layer_idx]
+        kept[module.layer_idx] = (new if old is None else torch.cat([old, new], dim=1))[:, step["source"]]
 
+    keys = torch.empty(0, dtype=torch.float64)
+    positions = torch.empty(0, dtype=torch.long)
+    seen = 0
     handles = [layer.self_attn.register_forward_hook(collect, with_kwargs=True) for layer in stack.layers]
     try:
         for input_ids in batches:
+            count = input_ids.numel()
+            candidates = torch.cat([keys, torch.rand(count, generator=generator, dtype=torch.float64)])
+            order = candidates.argsort(stable=True)[:num_samples]
+            is_new = order >= len(keys)
+            source = order.clone()
+            source[is_new] = len(keys) + torch.arange(int(is_new.sum()))
+            step["new_rows"] = order[is_new] - len(keys)
+            step["source"] = source
+            keys = candidates[order]
+            positions = torch.cat([positions, seen + torch.arange(count)])[order]
+            seen += count
             model(input_ids=input_ids.to(model.device), use_cache=False)
     finally:
         for handle in handles:
             handle.remove()
-    generator = torch.Generator().manual_seed(seed)
+    if seen == 0:
+        raise ValueError("Q-Filters calibration got no batches of tokens; give at least one (batch, seq) tensor.")
+    return QuerySample(queries=list(kept), positions=positions)
+
+
+def filters_from_queries(queries: list[Tensor], groups: int, sign_rule: Literal["sum", "majority"] = "sum") -> Tensor:
+    """Q-Filters (layers, kv_heads, head_dim) from per-layer queries (heads, N, head_dim); `groups` query
+    heads share a KV head."""
     filters = []
-    for layer_queries, layer in zip(collected, stack.layers):
-        queries = torch.cat(layer_queries, dim=1)  # (heads, N, head_dim)
-        rows = torch.randperm(queries.shape[1], generator=generator)[:num_samples]
-        heads = torch.stack([dominant_direction(head[rows], sign_rule) for head in queries])
-        filters.append(group_mean(heads[None], layer.self_attn.num_key_value_groups)[0])
+    for layer_queries in queries:
+        heads = torch.stack([dominant_direction(head, sign_rule) for head in layer_queries])
+        filters.append(group_mean(heads[None], groups)[0])
     return torch.stack(filters)
+
+
+def query_groups(model: nn.Module) -> int:
+    """Number of query heads sharing each KV head."""
+    return decoder(model).layers[0].self_attn.num_key_value_groups
+
+
+def calibrate_q_filters(model: nn.Module, batches: Iterable[Tensor], num_samples: int = 3000,
+                        sign_rule: Literal["sum", "majority"] = "sum", seed: int = 0) -> Tensor:
+    """Q-Filters (layers, kv_heads, head_dim) of `model` from token batches (batch, seq)."""
+    sample = sample_queries(model, batches, num_samples, seed)
+    return filters_from_queries(sample.queries, query_groups(model), sign_rule)
 
 
 def save_q_filters(filters: Tensor, path: str | Path) -> None:

@@ -37,7 +37,7 @@ from thesis.kvcache.press import PressBase
 from thesis.kvcache.qfilters import calibrate_q_filters, load_q_filters
 from thesis.kvcache.tasks.base import GenerationTask, PerplexityTask
 from thesis.kvcache.tasks.generation import greedy_answer
-from thesis.kvcache.tasks.perplexity import compressed_nll, position_rows
+from thesis.kvcache.tasks.perplexity import compressed_nll, position_rows, totals
 from thesis.kvcache.tasks.streaming_perplexity import StreamingLanguageModelingTask, streaming_nll
 
 
@@ -92,11 +92,9 @@ def evaluate_task(model: nn.Module, tokenizer: Any, task: Any, inputs: list, pre
         device = next(model.parameters()).device
         nll_of = streaming_nll if isinstance(task, StreamingLanguageModelingTask) else compressed_nll
         scored = [nll_of(model, ids.to(device), task.context_length, press) for ids in inputs]
-        nll = sum(s.nll_sum for s in scored) / sum(s.n_tokens for s in scored)
         group = groups[task.name]
-        accuracy = sum(int(s.token_correct.sum()) for s in scored) / sum(s.n_tokens for s in scored)
-        group.update(nll=[nll], perplexity=[float(torch.tensor(nll).exp())], accuracy=[accuracy],
-                     achieved_ratio=[s.stats.achieved_ratio for s in scored],
+        group.update({metric: [value] for metric, value in totals(scored).items()})
+        group.update(achieved_ratio=[s.stats.achieved_ratio for s in scored],
                      cache_bytes=[s.stats.cache_bytes for s in scored])
         return groups, predictions, position_rows(scored, task.context_length, bin_size)
     for sample in inputs:

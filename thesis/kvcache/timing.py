@@ -13,8 +13,8 @@ with `runner.build_press` (Q-Filters calibrated once, before any timing).
   is prefilled under the press and `method.decode_tokens` tokens are decoded greedily on the compressed
   cache; on a GPU the peak of `torch.cuda.max_memory_allocated` over that call (weights included, as
   the figure's axis), on a CPU no peak (left empty). Cache bytes are measured on the cache after the
-  prefill (`tasks/cache_stats.py`), next to the bytes the uncompressed cache would take,
-  L x H_kv x n x d x 2 x bytes per element (thesis 4.1.1).
+  prefill, next to the bytes the uncompressed cache would take, L x H_kv x n x d x 2 x bytes per
+  element (thesis 4.1.1), both from `tasks/cache_stats.py`.
 
 A press given as null is the uncompressed model, run at ratio 0 only. Every row records the device.
 Writes `tables/ttft.csv` or `tables/memory.csv`; returns metrics `<press>/<ratio>/...`.
@@ -83,14 +83,6 @@ def prefill_and_decode(model: nn.Module, input_ids: Tensor, press: PressBase | N
     return after_prefill
 
 
-def uncompressed_cache_bytes(model: nn.Module, batch: int, tokens: int) -> int:
-    """L x H_kv x n x d x 2 x bytes per element (thesis 4.1.1)."""
-    config = model.config
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    element = next(model.parameters()).element_size()
-    return config.num_hidden_layers * config.num_key_value_heads * batch * tokens * head_dim * 2 * element
-
-
 def random_prompt(model: nn.Module, tokens: int, seed: int) -> Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(0, model.config.vocab_size, (1, tokens), generator=generator)
@@ -155,7 +147,7 @@ def peak_memory(cfg: DictConfig, run: RunDir) -> dict[str, float]:
             peak = torch.cuda.max_memory_allocated(model_device) if on_gpu else None
             rows.append({"press": name, "ratio": ratio, "length": length, "peak_memory_bytes": peak,
                          "cache_bytes": stats.cache_bytes,
-                         "uncompressed_cache_bytes": uncompressed_cache_bytes(model, 1, length),
+                         "uncompressed_cache_bytes": stats.uncompressed_bytes,
                          "achieved_ratio": stats.achieved_ratio, "decode_tokens": cfg.method.decode_tokens,
                          "device": device_name(model_device)})
             metrics[f"{name}/{ratio:g}/{length}/cache_bytes"] = stats.cache_bytes

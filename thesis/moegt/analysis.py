@@ -6,6 +6,7 @@ head for 6- and 7-node graphs over the subsets test / true positives / true nega
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,6 +16,9 @@ from torch_geometric.utils import to_dense_batch
 
 from thesis.moegt.graphs import NODE_NAMES, NODE_TYPE_IDS
 from thesis.moegt.metrics import expert_load_cv, group_purity, normalised_mutual_information, routing_counts
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TYPE_NAMES = {v: k for k, v in NODE_TYPE_IDS.items()}
 
@@ -83,7 +87,7 @@ def attention_rows(attention: dict[tuple, np.ndarray]) -> list[dict[str, object]
     return rows
 
 
-def attention_summary(table: "pd.DataFrame", keys: tuple[str, ...] = ("b1", "b2", "energy")) -> "pd.DataFrame":
+def attention_summary(table: pd.DataFrame, keys: tuple[str, ...] = ("b1", "b2", "energy")) -> pd.DataFrame:
     """Per subset of an attention table (`attention_rows` columns, any number of runs): the mean
     attention mass a query gives to `keys` and the mean entropy (nats) of a query's attention row,
     averaged over queries, layers, heads, graph sizes and runs (spec A.8 item 4: TP vs TN).

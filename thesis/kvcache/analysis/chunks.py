@@ -4,37 +4,49 @@ The thesis averages Figs. 4.2 and 4.7 over 1024 Wikipedia chunks of 1024 tokens 
 are tokenized without special tokens, concatenated in file order and cut into consecutive windows of
 `chunk_length - 1` tokens, each preceded by the tokenizer's BOS token, so position 0 of every chunk
 is the BOS sink the KNorm analysis looks at (Figs. 4.8, 4.29). A `.txt` file is one text; a `.jsonl`
-file holds one text per record in `text_field`.
+file holds one text per record in `text_field`. Only the beginning the chunks need is read: records
+are parsed one at a time until enough tokens are collected, and a plain-text file is tokenized from
+its start as the language-modelling task does (`tasks.perplexity.leading_tokens`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from thesis.core.errors import ConfigError, DataNotFoundError
+from thesis.kvcache.tasks.perplexity import leading_tokens
 
 
-def read_texts(path: str | Path, text_field: str, source: str) -> list[str]:
-    """The texts of `path` (.txt: the whole file; .jsonl: `text_field` of each record)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataNotFoundError(f"{path} not found: write the text chunks there ({source})")
-    if path.suffix == ".jsonl":
-        texts = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+def read_texts(path: Path, text_field: str, source: str) -> Iterator[str]:
+    """The `text_field` of each record of the JSON Lines file `path`, read one line at a time."""
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             record = json.loads(line)
             if text_field not in record:
                 raise DataNotFoundError(f"{path}:{number} lacks the field {text_field!r} ({source}); "
                                         f"set data.chunks.text_field to the field holding the text")
-            texts.append(str(record[text_field]))
-        return texts
-    return [path.read_text(encoding="utf-8")]
+            yield str(record[text_field])
+
+
+def text_stream(tokenizer, path: Path, needed: int, text_field: str, source: str) -> list[int]:
+    """At least `needed` consecutive text tokens of `path` (all of them when it holds fewer)."""
+    if not path.is_file():
+        raise DataNotFoundError(f"{path} not found: write the text chunks there ({source})")
+    if path.suffix != ".jsonl":
+        return leading_tokens(tokenizer, path, needed)
+    stream: list[int] = []
+    for text in read_texts(path, text_field, source):
+        stream.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if len(stream) >= needed:
+            break
+    return stream
 
 
 def text_chunks(tokenizer, path: str | Path, n_chunks: int, chunk_length: int, text_field: str = "text",
@@ -44,12 +56,8 @@ def text_chunks(tokenizer, path: str | Path, n_chunks: int, chunk_length: int, t
         raise ConfigError(f"data.chunks needs n_chunks >= 1 and chunk_length >= 2; got {n_chunks}, {chunk_length}")
     if tokenizer.bos_token_id is None:
         raise ConfigError("the tokenizer has no BOS token; the chunk analyses need one at position 0")
-    stream: list[int] = []
     needed = n_chunks * (chunk_length - 1)
-    for text in read_texts(path, text_field, source):
-        stream.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
-        if len(stream) >= needed:
-            break
+    stream = text_stream(tokenizer, Path(path), needed, text_field, source)
     available = len(stream) // (chunk_length - 1)
     if available < n_chunks:
         raise DataNotFoundError(f"{path} yields {available} chunks of {chunk_length} tokens, {n_chunks} needed "

@@ -1,10 +1,12 @@
 """The query/key geometry behind Q-Filters (thesis 4.2, Hypotheses 4.2.2-4.2.3, Prop. 4.2.1; Figs. 4.30, 4.40).
 
-Calibration (the first `calibration_chunks` chunks): post-RoPE queries of every (layer, head), at most
-`num_samples` per head drawn evenly over the chunks; SVD Q = U S V^T per head. Per head:
+Calibration (the first `calibration_chunks` chunks): post-RoPE queries of every (layer, head) at most
+`num_samples` token positions, sampled as Q-Filters calibration samples them (`qfilters.sample_queries`:
+uniform over the chunks' tokens, the same positions for every head); SVD Q = U S V^T per head. Per head:
 - `explained_first`: S_1^2 / sum S_m^2, the share of the queries' (uncentred) energy on v_1;
 - |E<q, v_m>| for every component m (Fig. 4.30c: only m = 1 is far from 0, Hypothesis 4.2.3);
-- v_1^+ = `qfilters.dominant_direction` (thesis sign rule, or the authors' majority vote), kappa =
+- v_1^+ = v_1 of that SVD oriented by `qfilters.oriented` (thesis sign rule, or the authors' majority
+  vote), as `qfilters.dominant_direction` orients it, kappa =
   E<q, v_1^+> > 0 and the share of queries with <q, v_1^+> > 0 (sign consistency of the queries).
 Evaluation (every chunk): the post-RoPE keys of the head's KV head projected on the head's v_1^+:
 their mean (epsilon = its sign, Hypothesis 4.2.2), the share of keys with that sign, and Spearman's
@@ -28,45 +30,18 @@ from thesis.core.rundir import RunDir
 from thesis.kvcache.analysis.capture import forward_layers
 from thesis.kvcache.analysis.figures import layer_head_heatmap
 from thesis.kvcache.mini.correlation import attention_received, spearman
-from thesis.kvcache.press import decoder
-from thesis.kvcache.qfilters import dominant_direction
+from thesis.kvcache.qfilters import oriented, sample_queries
 from thesis.kvcache.queries import group_mean
-
-
-@torch.no_grad()
-def sample_queries(model: nn.Module, chunks: Tensor, num_samples: int, seed: int) -> list[Tensor]:
-    """Per layer, (heads, N, head_dim) post-RoPE queries, N <= num_samples drawn evenly over the chunks."""
-    generator = torch.Generator().manual_seed(seed)
-    per_chunk = -(-num_samples // len(chunks))
-    collected: list[list[Tensor]] = []
-    for chunk in progress(chunks, desc="query samples"):
-        rows = torch.randperm(chunk.numel(), generator=generator)[:per_chunk]
-        for index, layer in enumerate(forward_layers(model, chunk[None])):
-            queries = layer.queries()[0].float().cpu()[:, rows]
-            if index == len(collected):
-                collected.append([])
-            collected[index].append(queries)
-    return [torch.cat(parts, dim=1)[:, :num_samples] for parts in collected]
-
-
-def filters_from_chunks(model: nn.Module, chunks: Tensor, num_samples: int = 3000,
-                        sign_rule: Literal["sum", "majority"] = "sum", seed: int = 0) -> Tensor:
-    """Q-Filters (layers, kv_heads, head_dim) as `qfilters.calibrate_q_filters` makes them, from at most
-    `num_samples` queries per head drawn evenly over the chunks (memory bounded by the sample)."""
-    filters = []
-    for layer, queries in zip(decoder(model).layers, sample_queries(model, chunks, num_samples, seed)):
-        directions = torch.stack([dominant_direction(head, sign_rule) for head in queries])
-        filters.append(group_mean(directions[None], layer.self_attn.num_key_value_groups)[0])
-    return torch.stack(filters)
 
 
 def head_geometry(queries: Tensor, sign_rule: Literal["sum", "majority"]) -> dict[str, Tensor]:
     """For queries (N, d): v_1^+ (d,), the singular values' first share, |E<q, v_m>| (d,), kappa, query sign share."""
-    _, singular, right = torch.linalg.svd(queries.double(), full_matrices=False)
-    direction = dominant_direction(queries, sign_rule).double()
-    projection = queries.double() @ direction
+    queries = queries.double()
+    left, singular, right = torch.linalg.svd(queries, full_matrices=False)
+    direction = oriented(left[:, 0], right[0], sign_rule)
+    projection = queries @ direction
     return {"direction": direction, "explained_first": singular[0] ** 2 / singular.pow(2).sum(),
-            "component_abs_mean": (queries.double() @ right.T).mean(0).abs(), "kappa": projection.mean(),
+            "component_abs_mean": (queries @ right.T).mean(0).abs(), "kappa": projection.mean(),
             "query_positive_fraction": (projection > 0).double().mean()}
 
 
@@ -133,7 +108,7 @@ def run(model: nn.Module, chunks: Tensor, cfg: Any, run_dir: RunDir) -> dict[str
     if not 1 <= cfg.calibration_chunks <= len(chunks):
         raise ConfigError(f"method.qk_geometry.calibration_chunks must lie in [1, {len(chunks)}]; "
                           f"got {cfg.calibration_chunks}")
-    queries = sample_queries(model, chunks[: cfg.calibration_chunks], cfg.num_samples, cfg.seed)
+    queries = sample_queries(model, chunks[: cfg.calibration_chunks].split(1), cfg.num_samples, cfg.seed).queries
     per_head = [[head_geometry(head, cfg.sign_rule) for head in layer] for layer in queries]
     directions = torch.stack([torch.stack([h["direction"] for h in layer]) for layer in per_head])
     found = key_statistics(model, chunks, directions)

@@ -5,8 +5,9 @@ Per chunk of n tokens, the first `stats_tokens` = c form the context whose pairs
 and the queries at positions c..n-1 are the future. Observed attention of context key i (per query
 head) = the mean over future queries of their attention weight on i (softmax over every key they see).
 Expected attention (eq. 4.15) = softmax over the c context keys of the Expected Attention logits
-(eq. 4.14) with query statistics from the c context hidden states (`statistics: hidden`, eq. 4.12; or
-the pre-RoPE query moments, `queries`, needed with q_norm) and RoPE averaged over the
+(eq. 4.14) with query statistics from the context hidden states after the press's n_sink = 4 sinks,
+as its `score` takes them (`statistics: hidden`, eq. 4.12; or the pre-RoPE query moments, `queries`,
+needed with q_norm) and RoPE averaged over the
 `n_future_positions` positions after them (eq. 4.13), as `mini.correlation.ea_logits` computes them
 with the press's own `query_moments` and `averaged_rotation`. Each press of `presses` (KNorm, Q-Filters,
 Expected Attention's full score (eq. 4.16), ...) scores the context pairs with its own `score`,
@@ -31,10 +32,10 @@ from thesis.core.plotting import new_figure, save_figure
 from thesis.core.rundir import RunDir
 from thesis.kvcache.analysis.capture import LayerPass, forward_layers
 from thesis.kvcache.analysis.figures import layer_head_heatmap
-from thesis.kvcache.analysis.qk_geometry import filters_from_chunks
 from thesis.kvcache.expected_attention import ExpectedAttentionPress
 from thesis.kvcache.mini.correlation import ea_logits, spearman
 from thesis.kvcache.press import Press
+from thesis.kvcache.qfilters import calibrate_q_filters
 from thesis.kvcache.queries import group_mean
 from thesis.kvcache.runner import q_filters
 
@@ -59,7 +60,8 @@ def build_presses(specs: Mapping[str, Any], model: nn.Module, chunks: Tensor) ->
         spec = dict(OmegaConf.to_container(spec, resolve=True))
         if "filters" in spec:
             source = spec.pop("filters")
-            spec["filters"] = filters_from_chunks(model, chunks) if source == "chunks" else q_filters(source, model)
+            spec["filters"] = (calibrate_q_filters(model, chunks.split(1)) if source == "chunks"
+                               else q_filters(source, model))
         press = instantiate(spec, _convert_="all")
         if not isinstance(press, Press):
             raise ConfigError(f"method.score_correlation.presses.{name} is not a scoring press: {type(press).__name__}")
@@ -132,11 +134,13 @@ def run(model: nn.Module, chunks: Tensor, cfg: Any, run_dir: RunDir) -> dict[str
     """Tables `expected_vs_observed` (layer, head, pearson, spearman) and `score_correlation` (layer,
     kv_head, press, pearson, spearman); Fig. 4.50 and a per-press summary."""
     context = int(cfg.stats_tokens)
-    if not 2 <= context < chunks.shape[1]:
-        raise ConfigError(f"method.score_correlation.stats_tokens must lie in [2, {chunks.shape[1] - 1}] "
-                          f"(the chunk length is {chunks.shape[1]}); got {context}")
-    presses = build_presses(cfg.presses, model, chunks)
     reference = ExpectedAttentionPress(n_future_positions=cfg.n_future_positions, statistics=cfg.statistics)
+    lowest = max(2, reference.n_sink + 1)
+    if not lowest <= context < chunks.shape[1]:
+        raise ConfigError(f"method.score_correlation.stats_tokens must lie in [{lowest}, {chunks.shape[1] - 1}] "
+                          f"(more than the {reference.n_sink} sinks; the chunk length is {chunks.shape[1]}); "
+                          f"got {context}")
+    presses = build_presses(cfg.presses, model, chunks)
     reference.attach(model)
     ea, per_press, first = correlations(model, chunks, context, reference, presses)
     n_layers, n_heads = ea.shape[:2]

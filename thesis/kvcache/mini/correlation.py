@@ -5,9 +5,9 @@ Per (layer, query head) of held-out chunks run with eager attention:
 - attention received S_t = 1/(n - t) sum_{i >= t} A_it (spec 0, 0-based t; the queries that see t);
 - Spearman rho between S and each score over positions: KNorm -||k_t|| (the query head's KV head),
   Q-Filters <k_t, v_1^+>, and the Expected Attention logit mu_bar.k/sqrt(d) + k S_bar k/(2d) (eq. 4.14)
-  with query statistics from the first `stats_tokens` inputs and RoPE averaged over the
-  `n_future` positions after them (eq. 4.13), computed with the press's own `query_moments` and
-  `averaged_rotation`;
+  with query statistics from the first `stats_tokens` inputs but the press's `n_sink` sinks (left out
+  of the statistics, as the press does) and RoPE averaged over the `n_future` positions after them
+  (eq. 4.13), computed with the press's own `query_moments` and `averaged_rotation`;
 - ALR (eqs. 4.5-4.7): the attention a of the chunk's last query over the earlier keys (its own
   position excluded); evicting m keys in a given order loses the sum of their a; the loss minus the
   loss of the ideal order (lowest attention first), summed over m = 1..n, for KNorm's order (highest
@@ -59,9 +59,13 @@ def attention_loss_ratio(attention: Tensor, eviction_order: Tensor) -> Tensor:
 
 def ea_logits(press: ExpectedAttentionPress, module: nn.Module, hidden_states: Tensor, keys: Tensor,
               stats_tokens: int) -> Tensor:
-    """(batch, heads, n) Expected Attention logits (eq. 4.14) per query head."""
+    """(batch, heads, n) Expected Attention logits (eq. 4.14) per query head, statistics from the inputs
+    n_sink .. stats_tokens - 1 (the press's sinks left out, as in its `score`)."""
+    if stats_tokens <= press.n_sink:
+        raise ValueError(f"Expected Attention statistics need more than n_sink={press.n_sink} tokens; "
+                         f"got stats_tokens={stats_tokens}.")
     d = keys.shape[-1]
-    mean, covariance = press.query_moments(module, hidden_states[:, :stats_tokens])
+    mean, covariance = press.query_moments(module, hidden_states[:, press.n_sink:stats_tokens])
     rotation = averaged_rotation(press.rotary, stats_tokens, press.n_future_positions, d, keys.device)
     k = keys.float().repeat_interleave(module.num_key_value_groups, dim=1)
     mean, covariance = mean @ rotation.T, rotation @ covariance @ rotation.T

@@ -36,12 +36,13 @@ from thesis.kvcache.mini.corpus import Corpus, load_corpus
 from thesis.kvcache.mini.correlation import correlation_analysis
 from thesis.kvcache.mini.documents import TrainingStream, equal_length_words, evaluation_documents
 from thesis.kvcache.mini.model import load_model, parameter_count
-from thesis.kvcache.mini.reconstruction import continuation_states, future_queries, oracle_press, reconstruction_error
+from thesis.kvcache.mini.reconstruction import reconstruction_error
 from thesis.kvcache.mini.retrieval import accuracy_per_prompt
 from thesis.kvcache.mini.ruler import generator_of, ruler_documents
 from thesis.kvcache.mini.streaming import streaming_press, token_losses
 from thesis.kvcache.mini.tokenizer import BOS
 from thesis.kvcache.mini.train import train_model
+from thesis.kvcache.oracle import FutureAttentionPress, continuation_run
 from thesis.kvcache.press import Press
 from thesis.kvcache.qfilters import QFiltersPress, calibrate_q_filters
 
@@ -170,15 +171,15 @@ def run_reconstruction(model, eval_cfg, presses, corpus: Corpus, filters, seed: 
     m4 = eval_cfg.reconstruction
     chunks = heldout_chunks(corpus.heldout, m4.chunks, m4.prefix + m4.continuation, seed + 2)
     prefix, continuation = chunks[:, :m4.prefix], chunks[:, m4.prefix:]
-    reference = continuation_states(model, prefix, continuation, None)
-    queries = future_queries(model, prefix, continuation) if m4.get("oracle", False) else None
-    methods = list(m4.methods) + (["oracle"] if queries is not None else [])
+    reference = continuation_run(model, prefix, continuation, None)
+    methods = list(m4.methods) + (["oracle"] if m4.get("oracle", False) else [])
     rows = []
     for method in progress(methods, desc="M4 reconstruction"):
         for ratio in m4.ratios:
-            press = oracle_press(queries, ratio) if method == "oracle" else make_press(presses[method], ratio, filters)
-            states = continuation_states(model, prefix, continuation, press)
-            errors = reconstruction_error(reference, states).numpy()
+            press = (FutureAttentionPress(compression_ratio=ratio, future_queries=reference.queries)
+                     if method == "oracle" else make_press(presses[method], ratio, filters))
+            compressed = continuation_run(model, prefix, continuation, press)
+            errors = reconstruction_error(reference, compressed).numpy()
             low, high = bootstrap_ci(errors)
             rows.append({"method": method, "ratio": ratio, "error": float(errors.mean()), "ci_low": low, "ci_high": high})
     return pd.DataFrame(rows)

@@ -12,7 +12,9 @@ measured on the final cache, against every token it has seen (spec 0, "n x" of 4
 
 The sequences are those of `LanguageModelingTask` (random ids or chunks of one text file), of
 context_length + continuation_length tokens; the continuation is scored, and every scored token keeps
-its NLL and next-token correctness (the curves along the position of Figs. 4.3, 4.6, 4.10-4.13).
+its NLL and next-token correctness (the curves along the position of Figs. 4.3, 4.6, 4.10-4.13). Each
+step's (batch, vocab) logits are scored as soon as they are produced, so only (batch, T) NLL and
+correctness are held, never the logits of the whole continuation.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from transformers import DynamicCache
 from thesis.core.models import with_cache
 from thesis.kvcache.press import PressBase
 from thesis.kvcache.tasks.cache_stats import cache_stats
-from thesis.kvcache.tasks.perplexity import LanguageModelingTask, Scored, scored_tokens
+from thesis.kvcache.tasks.perplexity import LanguageModelingTask, Scored, scored_tokens, token_scores
 
 
 @torch.no_grad()
@@ -35,12 +37,15 @@ def streaming_nll(model: nn.Module, input_ids: Tensor, context_length: int, pres
     if not 0 < context_length < input_ids.shape[1]:
         raise ValueError(f"context_length must leave a continuation: 0 < {context_length} < {input_ids.shape[1]}.")
     cache = DynamicCache(config=model.config)
+    targets = input_ids[:, context_length:].split(1, dim=1)
     with press(model) if press is not None else nullcontext():
-        logits = [model(input_ids=input_ids[:, :context_length], **with_cache(model, cache), logits_to_keep=1).logits]
-        for token in input_ids[:, context_length:-1].split(1, dim=1):
-            logits.append(model(input_ids=token, **with_cache(model, cache)).logits)
+        logits = model(input_ids=input_ids[:, :context_length], **with_cache(model, cache), logits_to_keep=1).logits
+        scores = [token_scores(logits, targets[0])]
+        for token, target in zip(input_ids[:, context_length:-1].split(1, dim=1), targets[1:]):
+            scores.append(token_scores(model(input_ids=token, **with_cache(model, cache)).logits, target))
     stats = cache_stats(model, cache, input_ids.shape[0], input_ids.shape[1] - 1)
-    return scored_tokens(torch.cat(logits, dim=1), input_ids[:, context_length:], stats)
+    nll, correct = zip(*scores)
+    return scored_tokens(torch.cat(nll, dim=1), torch.cat(correct, dim=1), stats)
 
 
 class StreamingLanguageModelingTask(LanguageModelingTask):
