@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+from matplotlib import colormaps
 
 #: marker and label per method name of `alast_mini` (others get a plain dot and their own name)
 STYLE = {
@@ -10,6 +11,7 @@ STYLE = {
     "token_drop": ("<", "token dropping (no layer selection)"), "bsr": (">", "BSR"), "lora": ("D", "LoRA"),
     "alast": ("*", "ALaST"), "alast_faithful": ("P", "ALaST, literal rule"),
     "alast_random_k": ("x", "random K layers (ablation)"), "lora_alast": ("X", "LoRA + ALaST"),
+    "tome": ("h", "ToMe"),
 }
 
 
@@ -21,10 +23,12 @@ def per_method(rows: pd.DataFrame, cost: str) -> pd.DataFrame:
 
 def cost_panel(ax, rows: pd.DataFrame, cost: str, scale: float, xlabel: str) -> None:
     """Accuracy (%) against `cost` / `scale`, one marker per method, error bars over seeds."""
-    for method, point in per_method(rows, cost).iterrows():
+    colours = colormaps["tab20"].colors  # more methods than the default cycle's 10 colours
+    for index, (method, point) in enumerate(per_method(rows, cost).iterrows()):
         marker, label = STYLE.get(method, ("o", method))
         ax.errorbar(point.cost / scale, 100 * point.acc, xerr=point.cost_std / scale, yerr=100 * point.acc_std,
-                    fmt=marker, ms=9 if method == "alast" else 6, capsize=2, label=label)
+                    fmt=marker, ms=9 if method == "alast" else 6, capsize=2, label=label,
+                    color=colours[2 * index % 20 + (2 * index // 20)])
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"alast_mini ({rows.seed.nunique()} seed(s))")
