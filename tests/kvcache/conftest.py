@@ -1,9 +1,13 @@
 """Tiny random-init Llama models (spec F.a) saved with `save_pretrained` and loaded back, as the paper
-scale loads real checkpoints; a prompt of 128 random tokens."""
+scale loads real checkpoints; a prompt of 128 random tokens; the miniature's stdlib-text corpus and its
+equal-length words."""
 
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
+
+from thesis.kvcache.mini.corpus import pydoc_corpus
+from thesis.kvcache.mini.documents import equal_length_words
 
 PROMPT_LENGTH = 128
 
@@ -37,3 +41,13 @@ def tiny_llama_4_layers(tmp_path_factory) -> LlamaForCausalLM:
 @pytest.fixture(scope="session")
 def prompt() -> torch.Tensor:
     return torch.randint(0, 256, (1, PROMPT_LENGTH), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="session")
+def corpus():
+    return pydoc_corpus(0.1)
+
+
+@pytest.fixture(scope="session")
+def words(corpus):
+    return equal_length_words(corpus.words(), 6)

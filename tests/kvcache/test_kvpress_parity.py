@@ -357,16 +357,23 @@ def test_decoding_press_keeps_what_kvpress_keeps(inner, models):
     torch.testing.assert_close(torch.stack(our_logits), torch.stack(their_logits), atol=ATOL, rtol=RTOL)
 
 
-def test_expected_attention_decoding_scores_equal_kvpress(models):
-    """The tensors kvpress's Expected Attention scored inside its DecodingPress, scored by ours with
-    kvpress's RoPE start (the buffer length, E.14)."""
-    model = models["sdpa"]
+def kvpress_ea_decoding_calls(model) -> list:
+    """What kvpress's Expected Attention (eps 0.02) scored inside its DecodingPress(interval 16, target 64)
+    over a 128-token prompt and 40 fed tokens: 2 compressions x 2 layers."""
     generator = torch.Generator().manual_seed(2)
     prompt = torch.randint(0, model.config.vocab_size, (1, 128), generator=generator)
     tokens = torch.randint(0, model.config.vocab_size, (40,), generator=generator)
     inner = kvpress.ExpectedAttentionPress(epsilon=0.02)
     calls = record_scores(inner)
     decode_fixed_tokens(model, kvpress.DecodingPress(inner, compression_interval=16, target_size=64), prompt, tokens)
+    return calls
+
+
+def test_expected_attention_decoding_scores_equal_kvpress(models):
+    """The tensors kvpress's Expected Attention scored inside its DecodingPress, scored by ours with
+    kvpress's RoPE start (the buffer length, E.14)."""
+    model = models["sdpa"]
+    calls = kvpress_ea_decoding_calls(model)
     assert [c.hidden_states.shape[1] for c in calls] == [16] * 4  # 2 compressions x 2 layers, 16 buffered states
     ours = ea_scores(model, ExpectedAttentionPress(epsilon=0.02, rope_start="buffer_length", **EA_KVPRESS), calls)
     for call, scores in zip(calls, ours):
@@ -463,12 +470,7 @@ def test_e14_kvpress_decoding_starts_the_rope_average_at_the_buffer_length(model
     the absolute next position (144 and 160 here, the default); the two choices give different scores
     (by 1e-5-5e-5 on this model, head_dim 16), and `rope_start="buffer_length"` is kvpress's."""
     model = models["sdpa"]
-    generator = torch.Generator().manual_seed(2)
-    prompt = torch.randint(0, model.config.vocab_size, (1, 128), generator=generator)
-    tokens = torch.randint(0, model.config.vocab_size, (40,), generator=generator)
-    inner = kvpress.ExpectedAttentionPress(epsilon=0.02)
-    calls = record_scores(inner)
-    decode_fixed_tokens(model, kvpress.DecodingPress(inner, compression_interval=16, target_size=64), prompt, tokens)
+    calls = kvpress_ea_decoding_calls(model)
     assert [int(c.kwargs["position_ids"][0, -1]) + 1 for c in calls] == [144, 144, 160, 160]
     assert [c.hidden_states.shape[1] for c in calls] == [16] * 4
     at_buffer_length = [dataclasses.replace(c, kwargs={**c.kwargs, "position_ids": torch.arange(16)[None]})

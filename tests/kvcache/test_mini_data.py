@@ -11,23 +11,12 @@ import torch
 
 from thesis.core.errors import ConfigError, DataNotFoundError
 from thesis.kvcache.mini.corpus import load_corpus, pydoc_corpus, shakespeare_corpus
-from thesis.kvcache.mini.documents import (IGNORE, PASSKEY_QUESTION, TrainingStream, equal_length_words,
-                                           evaluation_documents, niah_document, passkey_document)
+from thesis.kvcache.mini.documents import (IGNORE, PASSKEY_QUESTION, TrainingStream, evaluation_documents, niah_document, passkey_document)
 from thesis.kvcache.mini.retrieval import prompt_tensors
 from thesis.kvcache.mini.tokenizer import BOS, EOS, PAD, VOCAB_SIZE, ByteTokenizer
 from thesis.kvcache.tasks.passkey import TASK_LINE
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def corpus():
-    return pydoc_corpus(0.1)
-
-
-@pytest.fixture(scope="module")
-def words(corpus):
-    return equal_length_words(corpus.words(), 6)
 
 
 def test_tokenizer_round_trip_and_bos():

@@ -10,8 +10,7 @@ from omegaconf import OmegaConf
 from transformers import DynamicCache
 
 from thesis.core.models import with_cache
-from thesis.kvcache.mini.corpus import pydoc_corpus
-from thesis.kvcache.mini.documents import IGNORE, PASSKEY_QUESTION, TrainingStream, equal_length_words
+from thesis.kvcache.mini.documents import IGNORE, PASSKEY_QUESTION, TrainingStream
 from thesis.kvcache.mini.model import build_model
 from thesis.kvcache.mini.reconstruction import reconstruction_error
 from thesis.kvcache.mini.tokenizer import BOS, EOS
@@ -21,16 +20,6 @@ from thesis.kvcache.oracle import FutureAttentionPress, continuation_run
 ROOT = Path(__file__).resolve().parents[2]
 SHAPE = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
          "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 512}
-
-
-@pytest.fixture(scope="module")
-def corpus():
-    return pydoc_corpus(0.1)
-
-
-@pytest.fixture(scope="module")
-def words(corpus):
-    return equal_length_words(corpus.words(), 6)
 
 
 @pytest.fixture(scope="module")

@@ -8,22 +8,11 @@ import pytest
 import torch
 
 from thesis.core.errors import ConfigError
-from thesis.kvcache.mini.corpus import pydoc_corpus
-from thesis.kvcache.mini.documents import TrainingStream, equal_length_words
+from thesis.kvcache.mini.documents import TrainingStream
 from thesis.kvcache.mini.ruler import GENERATORS, generator_of, ruler_documents
 from thesis.kvcache.mini.tokenizer import EOS
 
 NEEDLE = re.compile(rb"One of the special magic numbers for ([a-z]+) is: (\d{6})\.")
-
-
-@pytest.fixture(scope="module")
-def corpus():
-    return pydoc_corpus(0.1)
-
-
-@pytest.fixture(scope="module")
-def words(corpus):
-    return equal_length_words(corpus.words(), 6)
 
 
 def _needles(context: bytes) -> list[tuple[str, bytes]]:
