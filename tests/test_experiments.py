@@ -41,7 +41,8 @@ SLOW_SMOKE = {"acm_mini_e30", "acm_mini_gate_lr", "acm_mini_ablation", "acm_vitb
               "kv_knorm_longbench", "kv_qfilters_needle", "kv_ea_ruler", "kv_ea_needle", "kv_ea_needle_ratio",
               "kv_ea_baseline_sweep",
               "kv_knorm_lm_code", "kv_knorm_lm_skip_layers",  # the runner of kv_knorm_lm_wikipedia
-              "kv_mini_gpu_r2"}  # the runner of kv_mini
+              "kv_mini_gpu_r2",  # the runner of kv_mini
+              "alast_mini_r2"}  # the runner of alast_mini
 SLOW_SMOKE_PREFIXES = ("moegt_ablation_",)
 #: `<name>_gpu` is `<name>` at GPU sizes: at smoke scale both run the same tiny twin
 SLOW_SMOKE_SUFFIXES = ("_gpu",)

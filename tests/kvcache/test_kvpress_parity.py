@@ -39,6 +39,7 @@ from thesis.kvcache.adakv import AdaKVPress  # noqa: E402
 from thesis.kvcache.baselines import (KeyDiffPress, ObservedAttentionPress, RandomPress,  # noqa: E402
                                       SnapKVPress, StreamingLLMPress, TOVAPress)
 from thesis.kvcache.decoding import DecodingPress  # noqa: E402
+from thesis.kvcache.duo_attention import DuoAttentionPress, on_the_fly_head_scores  # noqa: E402
 from thesis.kvcache.expected_attention import ExpectedAttentionPress  # noqa: E402
 from thesis.kvcache.knorm import KNormPress  # noqa: E402
 from thesis.kvcache.press import Press  # noqa: E402
@@ -507,3 +508,75 @@ def test_d1_decoding_defaults_and_prefill_left_whole(models):
     for press in (kvpress.DecodingPress(kvpress.KnormPress(), compression_interval=16, target_size=64),
                   DecodingPress(KNormPress(skip_layers=()), compression_interval=16, target_size=64)):
         assert [layer.keys.shape[2] for layer in prefill(model, press, prompt).layers] == [128, 128]
+
+
+# ---------------------------------------------------------------- DuoAttention
+
+
+@pytest.fixture
+def booksum_offline(monkeypatch, tokenizer):
+    """kvpress's on-the-fly DuoAttention scores read 50 BookSum chapters from the hub; 50 random texts
+    stand in, through the same `load_dataset(...).to_pandas()` and tokenizer calls. Returns the texts."""
+    import pandas as pd
+    from kvpress.presses import duo_attention_press as duo
+
+    rng = np.random.default_rng(5)
+    texts = [text(rng, int(rng.integers(20, 60))) for _ in range(50)]
+
+    class Dataset:
+        def to_pandas(self):
+            return pd.DataFrame({"chapter": texts})
+
+    monkeypatch.setattr(duo, "load_dataset", lambda *args, **kwargs: Dataset())
+    monkeypatch.setattr(duo.AutoTokenizer, "from_pretrained", lambda *args, **kwargs: tokenizer)
+    duo.cache.clear()
+    yield texts
+    duo.cache.clear()
+
+
+def test_duo_attention_on_the_fly_scores_equal_kvpress(models, tokenizer, booksum_offline):
+    from kvpress.presses.duo_attention_press import duo_attention_on_the_fly
+
+    model = models["sdpa"]
+    theirs = torch.from_numpy(duo_attention_on_the_fly(model)).double()
+    ids = [tokenizer(t, return_tensors="pt").input_ids for t in booksum_offline]
+    ours = on_the_fly_head_scores(model, ids, q_len=500)
+    torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=RTOL)
+    assert theirs.unique().numel() == theirs.numel(), "ties would make the head choice ambiguous"
+
+
+@dataclasses.dataclass
+class SmallWindowDuoAttention(kvpress.DuoAttentionPress):
+    """kvpress's DuoAttention with a 4 + 8 streaming window, so a 96-128 token prompt is compressed."""
+
+    def post_init_from_model(self, model) -> None:
+        super().post_init_from_model(model)
+        self.sink_size, self.recent_size = 4, 8
+
+
+def test_duo_attention_kept_sets_equal_kvpress_masked_indices(models, tokenizer, input_ids, booksum_offline):
+    """kvpress hides the streaming heads' middle keys (`masked_key_indices`); the repository removes them:
+    the kept positions per (layer, KV head) agree, and so does the realised ratio."""
+    model = models["sdpa"]
+    theirs = SmallWindowDuoAttention(head_compression_ratio=RATIO, on_the_fly_scoring=True)
+    their_cache = prefill(model, theirs, input_ids)
+    masked = [layer.self_attn.masked_key_indices for layer in model.model.layers]  # reset by the next prefill
+    scores = on_the_fly_head_scores(model, [tokenizer(t, return_tensors="pt").input_ids for t in booksum_offline])
+    ours = DuoAttentionPress(RATIO, head_scores=scores, sink_size=4, recent_size=8)
+    our_cache = prefill(model, ours, input_ids)
+    full = prefill(model, None, input_ids)
+    n = input_ids.shape[1]
+    streaming_pairs = 0
+    for layer_idx, (full_layer, (batches, heads, positions)) in enumerate(zip(full.layers, masked)):
+        assert their_cache.layers[layer_idx].keys.shape[2] == n  # kvpress keeps every pair in memory
+        kept = torch.ones(full_layer.keys.shape[:3], dtype=torch.bool)
+        kept[batches, heads, positions] = False
+        our_layer = our_cache.layers[layer_idx]
+        ours_kept = headwise_kept_mask(full_layer.keys, our_layer) if hasattr(our_layer, "lengths") else \
+            torch.ones_like(kept)
+        assert torch.equal(ours_kept, kept), f"DuoAttention layer {layer_idx}"
+        streaming_pairs += int((~kept).sum())
+    assert streaming_pairs > 0
+    assert 1 - sum(layer.entries() if hasattr(layer, "lengths") else layer.keys[..., 0].numel()
+                   for layer in our_cache.layers) / sum(layer.keys[..., 0].numel() for layer in full.layers) \
+        == pytest.approx(theirs.compression_ratio)

@@ -8,7 +8,9 @@ A press given as null is the uncompressed model, evaluated at ratio 0 only. A wr
 with a `press` field, such as AdaKV) gets the ratio on the press it wraps; `DecodingPress` ignores
 it (its budget is `target_size`: decoding configs name one press per budget, at ratio 0). Q-Filters
 are loaded from `filters` when it is a path, or calibrated on the model's own queries over random
-ids when it gives `random_sequences` and `length` (spec F.a; a stand-in for calibration text).
+ids when it gives `random_sequences` and `length` (spec F.a; a stand-in for calibration text);
+DuoAttention's head patterns likewise come from `patterns`, a folder of the authors' release or
+`{random_sequences, length}` for kvpress's on-the-fly estimate.
 
 Writes `tables/scores.csv` (press, ratio, task, metric, value, achieved_ratio, cache_bytes; one row
 per press x ratio x task x metric, sub-tasks of a benchmark as `task/subset`; perplexity tasks also
@@ -33,6 +35,7 @@ from thesis.core.evaluate import progress
 from thesis.core.hardware import device_of
 from thesis.core.models import load_hf_causal_lm, load_hf_tokenizer
 from thesis.core.rundir import RunDir
+from thesis.kvcache.duo_attention import HeadPatterns, head_patterns
 from thesis.kvcache.press import PressBase
 from thesis.kvcache.qfilters import calibrate_q_filters, load_q_filters
 from thesis.kvcache.tasks.base import GenerationTask, PerplexityTask
@@ -66,18 +69,42 @@ def q_filters(source: Any, model: nn.Module) -> torch.Tensor:
                       f"{{random_sequences, length}}; got {source!r}")
 
 
-def build_press(spec: Mapping[str, Any], ratio: float, model: nn.Module, filters: dict[str, torch.Tensor]) -> PressBase:
-    """The press of `spec` at compression ratio `ratio` (on the wrapped press for wrappers)."""
+def duo_patterns(source: Any, model: nn.Module) -> HeadPatterns:
+    """DuoAttention head patterns from a folder of the authors' release, or estimated on random ids."""
+    if isinstance(source, str) and not Path(source).is_dir():
+        raise DataNotFoundError(f"DuoAttention patterns folder {source} not found: copy the model's folder of "
+                                "attn_patterns/ from the DuoAttention release there, or give "
+                                "`patterns: {random_sequences, length}` for kvpress's on-the-fly estimate")
+    try:
+        return head_patterns(source, model)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+
+
+def build_press(spec: Mapping[str, Any], ratio: float, model: nn.Module, prepared: dict[str, Any]) -> PressBase:
+    """The press of `spec` at compression ratio `ratio` (on the wrapped press for wrappers).
+
+    What a press derives from the model (Q-Filters, DuoAttention head patterns) is computed once per
+    source and kept in `prepared` for the next ratio or press."""
     spec = dict(spec)
     if "press" in spec:
-        inner = build_press(spec.pop("press"), ratio, model, filters)
+        inner = build_press(spec.pop("press"), ratio, model, prepared)
         return instantiate(spec, _partial_=True)(press=inner)
     arguments: dict[str, Any] = {"compression_ratio": ratio}
     if "filters" in spec:
         source = spec.pop("filters")
-        if repr(source) not in filters:
-            filters[repr(source)] = q_filters(source, model)
-        arguments["filters"] = filters[repr(source)]
+        key = f"filters {source!r}"
+        if key not in prepared:
+            prepared[key] = q_filters(source, model)
+        arguments["filters"] = prepared[key]
+    if "patterns" in spec:
+        source = spec.pop("patterns")
+        key = f"patterns {source!r}"
+        if key not in prepared:
+            prepared[key] = duo_patterns(source, model)
+        patterns = prepared[key]
+        arguments.update(head_scores=patterns.head_scores, sink_size=patterns.sink_size,
+                         recent_size=patterns.recent_size)
     return instantiate(spec, _partial_=True)(**arguments)
 
 
