@@ -45,9 +45,7 @@ def _render_one(errors: pd.DataFrame, results: Path, figure_id: str) -> list[Pat
     modules = list(dict.fromkeys(errors.module))
     ncols = min(COLUMNS, len(modules))
     nrows = math.ceil(len(modules) / ncols)
-    fig, axes = new_figure(2.2 * ncols + 1.0, 2.6 * nrows, ncols=1)
-    axes.remove()
-    grid = fig.subplots(nrows, ncols, squeeze=False)
+    fig, grid = new_figure(2.2 * ncols + 1.0, 2.6 * nrows, ncols=ncols, nrows=nrows)
     positive = errors.squared_error[errors.squared_error > 0]
     norm = LogNorm(vmin=max(positive.min(), positive.max() * 1e-6), vmax=positive.max(), clip=True)
     for ax, module in zip(grid.flat, modules):

@@ -24,9 +24,7 @@ def render(results: Path) -> list[Path]:
     table = table[table.nodes == 7]
     maps = table.groupby(["subset", "layer", "head", "query", "key"]).weight.mean()
     panels = sorted({(layer, head) for _, layer, head, _, _ in maps.index})
-    fig, _ = new_figure(2.3 * len(panels), 2.3 * len(SUBSETS))
-    fig.clear()
-    grid = fig.subplots(len(SUBSETS), len(panels), squeeze=False)
+    fig, grid = new_figure(2.3 * len(panels), 2.3 * len(SUBSETS), ncols=len(panels), nrows=len(SUBSETS))
     for row, (subset, label) in enumerate(SUBSETS.items()):
         if subset not in maps.index.get_level_values("subset"):
             for ax in grid[row]:

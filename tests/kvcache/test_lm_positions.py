@@ -20,7 +20,7 @@ CONTEXT = 5
 
 def scored_from(nll: list[list[float]], correct: list[list[bool]]) -> Scored:
     token_nll, token_correct = torch.tensor(nll), torch.tensor(correct)
-    return Scored(float(token_nll.sum()), token_nll.numel(), CacheStats(0.0, 0), token_nll, token_correct)
+    return Scored(float(token_nll.sum()), token_nll.numel(), CacheStats(0.0, 0, 0), token_nll, token_correct)
 
 
 def test_bins_on_hand_made_numbers():

@@ -76,8 +76,8 @@ def test_compressed_nll_in_slices_equals_a_plain_forward(tiny_llama, prompt):
 
 
 def test_totals_on_hand_made_numbers():
-    first = Scored(6.0, 3, CacheStats(0.0, 0), torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[True, False, True]]))
-    second = Scored(0.0, 1, CacheStats(0.0, 0), torch.tensor([[0.0]]), torch.tensor([[False]]))
+    first = Scored(6.0, 3, CacheStats(0.0, 0, 0), torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[True, False, True]]))
+    second = Scored(0.0, 1, CacheStats(0.0, 0, 0), torch.tensor([[0.0]]), torch.tensor([[False]]))
     result = totals([first, second])
     assert result == {"nll": pytest.approx(1.5), "perplexity": pytest.approx(math.exp(1.5)), "accuracy": 0.5}
 

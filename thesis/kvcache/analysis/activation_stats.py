@@ -95,13 +95,6 @@ def qq_panel(ax, values: np.ndarray, title: str) -> float:
     return float(r)
 
 
-def figure_grid(rows: int, cols: int):
-    """A figure in the project's style with a (rows, cols) array of axes."""
-    fig, _ = new_figure(3.0 * cols, 2.8 * rows, ncols=1)
-    fig.clear()
-    return fig, fig.subplots(rows, cols, squeeze=False)
-
-
 def run(model: nn.Module, chunks: Tensor, cfg: Any, run_dir: RunDir) -> dict[str, float]:
     """Tables `activation_moments` (per dim) and `activation_summary` (per layer, kind, head); Figs. 4.41, 4.47-4.49."""
     if not 0 <= cfg.skip_first < chunks.shape[1] - 2:
@@ -131,7 +124,8 @@ def run(model: nn.Module, chunks: Tensor, cfg: Any, run_dir: RunDir) -> dict[str
         metrics[f"activation_stats/qq_r/hidden/layer{layer}"] = qq_panel(ax, standardised(first[layer][0]),
                                                                          f"hidden states, layer {layer}")
     save_figure(fig, run_dir.path, "kv_hidden_state_distribution")
-    fig, grid = figure_grid(len(show_layers), len(show_heads))
+    fig, grid = new_figure(3.0 * len(show_heads), 2.8 * len(show_layers), ncols=len(show_heads),
+                           nrows=len(show_layers))
     for row, layer in zip(grid, show_layers):
         for ax, head in zip(row, show_heads):
             metrics[f"activation_stats/qq_r/query/layer{layer}_head{head}"] = qq_panel(

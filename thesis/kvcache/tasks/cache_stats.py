@@ -20,7 +20,7 @@ from thesis.kvcache.press import cache_entries
 class CacheStats:
     achieved_ratio: float
     cache_bytes: int
-    uncompressed_bytes: int = 0
+    uncompressed_bytes: int
 
 
 def cache_stats(model: nn.Module, cache: Cache, batch: int, context_tokens: int) -> CacheStats:
