@@ -12,9 +12,10 @@ Besides the totals, every scored token keeps its negative log-likelihood and whe
 its logits was the token (next-token accuracy): thesis Figs. 4.3, 4.6 and 4.10-4.13 plot perplexity
 and accuracy along the position, which `position_rows` bins.
 
-Scoring never holds (batch, T, vocab) float32 logits for a long continuation: the logits are scored
-in slices of `SCORE_SLICE` positions (cross-entropy and argmax per token), and only the per-token NLL
-and correctness are kept (for Llama-3's 128k vocabulary, 10 x 8191 float32 logits are ~40 GB).
+Scoring never holds the logits of a long continuation: the continuation pass stops at the decoder's
+final hidden states, and the LM head turns them into logits `SCORE_SLICE` positions at a time, each
+slice scored (cross-entropy and argmax per token) and dropped; only the per-token NLL and correctness
+are kept (for Llama-3's 128k vocabulary, 10 x 8191 logits are ~21 GB in bf16, ~40 GB in float32).
 
 Token sources: seeded random ids (spec F.a, smoke) or consecutive chunks of a plain-text file, of
 which only the beginning that the sequences need is read and tokenized (`leading_tokens`). With
@@ -105,11 +106,32 @@ def position_rows(scored: list[Scored], context_length: int, bin_size: int) -> l
     return rows
 
 
+def head_logits(model: nn.Module, hidden: Tensor) -> Tensor:
+    """The causal LM's logits for final hidden states (its LM head, and the final soft-capping of the
+    models that have one)."""
+    logits = model.lm_head(hidden)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    return cap * torch.tanh(logits / cap) if cap else logits
+
+
+def sliced_scores(model: nn.Module, hidden: Tensor, targets: Tensor, slice_length: int = SCORE_SLICE
+                  ) -> tuple[Tensor, Tensor]:
+    """`token_scores` of the logits of final hidden states (batch, T, hidden), formed `slice_length`
+    positions at a time so that only one slice of logits exists at once."""
+    nll, correct = [], []
+    for start in range(0, targets.shape[1], slice_length):
+        logits = head_logits(model, hidden[:, start:start + slice_length])
+        part_nll, part_correct = token_scores(logits, targets[:, start:start + slice_length], slice_length)
+        nll.append(part_nll)
+        correct.append(part_correct)
+    return torch.cat(nll, dim=1), torch.cat(correct, dim=1)
+
+
 @torch.no_grad()
 def compressed_nll(model: nn.Module, input_ids: Tensor, context_length: int, press: PressBase | None,
                    slice_length: int = SCORE_SLICE) -> Scored:
     """Summed negative log-likelihood of input_ids[:, context_length:] given the compressed context;
-    the continuation's logits are scored `slice_length` positions at a time."""
+    the continuation's logits are formed and scored `slice_length` positions at a time."""
     if not 0 < context_length < input_ids.shape[1]:
         raise ValueError(f"context_length must leave a continuation: 0 < {context_length} < {input_ids.shape[1]}.")
     cache = DynamicCache(config=model.config)
@@ -120,8 +142,8 @@ def compressed_nll(model: nn.Module, input_ids: Tensor, context_length: int, pre
         first_nll, first_correct = token_scores(first, continuation[:, :1])
         if continuation.shape[1] == 1:
             return scored_tokens(first_nll, first_correct, stats)
-        rest = model(input_ids=continuation[:, :-1], **with_cache(model, cache)).logits
-    rest_nll, rest_correct = token_scores(rest, continuation[:, 1:], slice_length)
+        hidden = model.model(input_ids=continuation[:, :-1], **with_cache(model, cache)).last_hidden_state
+    rest_nll, rest_correct = sliced_scores(model, hidden, continuation[:, 1:], slice_length)
     token_nll, token_correct = torch.cat([first_nll, rest_nll], dim=1), torch.cat([first_correct, rest_correct], dim=1)
     return scored_tokens(token_nll, token_correct, stats)
 
