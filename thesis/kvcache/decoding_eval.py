@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from contextlib import nullcontext
+from itertools import islice
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -37,10 +38,10 @@ from transformers import DynamicCache
 from thesis.core.errors import ConfigError
 from thesis.core.evaluate import progress
 from thesis.core.hardware import device_of
-from thesis.core.models import with_cache
 from thesis.core.rundir import RunDir
 from thesis.kvcache.decoding import DecodingPress
 from thesis.kvcache.decoding_budget import FactorDecodingPress
+from thesis.kvcache.greedy import greedy_tokens, last_logits
 from thesis.kvcache.press import PressBase, tokens_seen
 from thesis.kvcache.runner import build_press, load_model
 from thesis.kvcache.tasks.base import GenerationTask, Sample
@@ -86,17 +87,13 @@ def greedy_decode(model: nn.Module, input_ids: Tensor, press: PressBase | None, 
     """Greedy generation of one prompt with `press` active from prefill to the last token."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1; got {max_new_tokens}.")
-    device = next(model.parameters()).device
-    input_ids = input_ids.to(device)
+    input_ids = input_ids.to(next(model.parameters()).device)
     cache, generated = DynamicCache(config=model.config), []
     with press(model) if press is not None else nullcontext():
-        logits = model(input_ids=input_ids, **with_cache(model, cache), logits_to_keep=1).logits[:, -1]
-        while True:
-            token = int(logits.argmax(-1))
-            generated.append(token)
-            if token in stop_ids or len(generated) == max_new_tokens:
+        for token in islice(greedy_tokens(model, cache, last_logits(model, input_ids, cache)), max_new_tokens):
+            generated.append(int(token))
+            if int(token) in stop_ids:
                 break
-            logits = model(input_ids=torch.tensor([[token]], device=device), **with_cache(model, cache)).logits[:, -1]
     seen = tokens_seen(cache)
     return Generation(generated, input_ids.shape[1], seen, cache_stats(model, cache, 1, seen), cache)
 

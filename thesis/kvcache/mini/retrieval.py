@@ -11,14 +11,15 @@ compressed too (the KNorm authors' passkey/NIAH protocol, spec E.4).
 from __future__ import annotations
 
 from contextlib import nullcontext
+from itertools import islice
 
 import torch
 from torch import Tensor, nn
 from transformers import DynamicCache
 
-from thesis.core.models import with_cache
 from thesis.kvcache.mini.documents import Document
 from thesis.kvcache.mini.tokenizer import BOS
+from thesis.kvcache.greedy import greedy_tokens, last_logits
 from thesis.kvcache.press import PressBase
 
 
@@ -42,16 +43,11 @@ def greedy_bytes(model: nn.Module, context: Tensor, question: Tensor, n_new: int
     if query_aware:
         context, question = torch.cat([context, question], dim=1), question[:, :0]
     cache = DynamicCache(config=model.config)
-    generated = []
     with press(model) if press is not None else nullcontext():
-        logits = model(input_ids=context, **with_cache(model, cache), logits_to_keep=1).logits[:, -1]
+        logits = last_logits(model, context, cache)
         if question.shape[1]:
-            logits = model(input_ids=question, **with_cache(model, cache), logits_to_keep=1).logits[:, -1]
-        for step in range(n_new):
-            token = logits.argmax(-1, keepdim=True)
-            generated.append(token)
-            if step + 1 < n_new:
-                logits = model(input_ids=token, **with_cache(model, cache)).logits[:, -1]
+            logits = last_logits(model, question, cache)
+        generated = list(islice(greedy_tokens(model, cache, logits), n_new))
     return torch.cat(generated, dim=1).cpu()
 
 

@@ -10,6 +10,7 @@ prefill instead (the KNorm runs of thesis 4.1).
 from __future__ import annotations
 
 from contextlib import nullcontext
+from itertools import islice
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
-from thesis.core.models import with_cache
+from thesis.kvcache.greedy import greedy_tokens, last_logits
 from thesis.kvcache.press import PressBase
 from thesis.kvcache.tasks.base import Sample
 from thesis.kvcache.tasks.cache_stats import CacheStats, cache_stats
@@ -41,15 +42,12 @@ def greedy_answer(model: nn.Module, tokenizer: Any, sample: Sample, press: Press
     cache = DynamicCache(config=model.config)
     generated: list[int] = []
     with press(model) if press is not None else nullcontext():
-        logits = model(input_ids=context, **with_cache(model, cache), logits_to_keep=1).logits[:, -1]
+        logits = last_logits(model, context, cache)
         stats = cache_stats(model, cache, 1, context.shape[1])
         if suffix.shape[1]:
-            logits = model(input_ids=suffix, **with_cache(model, cache), logits_to_keep=1).logits[:, -1]
-        while len(generated) < sample.max_new_tokens:
-            token = int(logits.argmax(-1))
-            if token == tokenizer.eos_token_id:
+            logits = last_logits(model, suffix, cache)
+        for token in islice(greedy_tokens(model, cache, logits), sample.max_new_tokens):
+            if int(token) == tokenizer.eos_token_id:
                 break
-            generated.append(token)
-            if len(generated) < sample.max_new_tokens:
-                logits = model(input_ids=torch.tensor([[token]], device=device), **with_cache(model, cache)).logits[:, -1]
+            generated.append(int(token))
     return Answer(tokenizer.decode(generated, skip_special_tokens=True), context.shape[1], stats)
