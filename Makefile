@@ -6,7 +6,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 MINI_SEEDS ?= 0,1,2
 
-.PHONY: help install demo test test-slow test-kvpress reliability smoke mini collect figures tables index results fig-acm-tradeoff bench-acm bench-alast bench-kv bench-figures clean-outputs
+.PHONY: help install demo test test-slow test-kvpress reliability smoke mini collect figures tables index results fig-acm-tradeoff bench-acm bench-alast bench-kv bench-gpu bench-figures clean-outputs
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ bench-alast: ## ALaST vs FT full training step on ViT-B: time, peak memory, FLOP
 bench-kv: ## KV presses on an 8B-shaped Llama: prefill scoring overhead, cache bytes, decoding tokens/s (CUDA, else 1 layer on CPU) -> results/bench/kv_cache.*
 	$(PYTHON) benchmarks/kv_cache.py
 	$(PYTHON) benchmarks/readme.py
+
+bench-gpu: ## every benchmark on one GPU within BUDGET seconds (default 1800), logs in logs/bench/ -> results/bench/
+	bash benchmarks/gpu_all.sh $(or $(BUDGET),1800) $(PYTHON)
 
 bench-figures: ## rebuild the benchmark figures and results/bench/README.md from the committed CSVs
 	$(PYTHON) benchmarks/acm_kernel.py --plot-only
