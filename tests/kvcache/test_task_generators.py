@@ -43,9 +43,10 @@ def test_needle_scores(tokenizer):
     sample = NeedleTask(context_lengths=[300], depths_percent=[50]).samples(tokenizer)[0]
     task = NeedleTask(context_lengths=[300], depths_percent=[50])
     right = task.score(" " + NEEDLE, sample)
-    assert right == {"token_f1": 1.0, "contains_answer": 1.0, "exact_match": 1.0}
+    assert right == {"rouge1": 1.0, "token_f1": 1.0, "contains_answer": 1.0, "exact_match": 1.0}
     partial = task.score(f"You should {ANSWER_PHRASE}.", sample)
     assert partial["contains_answer"] == 1.0 and 0 < partial["token_f1"] < 1 and partial["exact_match"] == 0.0
+    assert 0 < partial["rouge1"] < 1
 
 
 def test_passkey_is_deterministic_and_at_each_depth(tokenizer):

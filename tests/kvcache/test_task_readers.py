@@ -9,7 +9,7 @@ from thesis.core.errors import DataNotFoundError
 from thesis.kvcache.tasks.longbench import LongBenchTask
 from thesis.kvcache.tasks.loogle import LoogleTask
 from thesis.kvcache.tasks.math500 import Math500Task
-from thesis.kvcache.tasks.metrics import contains_fraction, exact_match, last_boxed, token_f1
+from thesis.kvcache.tasks.metrics import contains_fraction, exact_match, last_boxed, rouge_1, rouge_l, token_f1
 from thesis.kvcache.tasks.ruler import RulerTask
 from thesis.kvcache.tasks.zero_scrolls import ZeroScrollsTask
 
@@ -58,6 +58,12 @@ def test_longbench(tmp_path):
     assert task.score("Location", trec) == {"classification": 1.0}
     assert task.score("Location or Person", trec) == {"classification": 0.5}
     assert task.score("Paragraph 2", retrieval) == {"retrieval": 1.0}
+    write_jsonl(tmp_path / "gov_report.jsonl", [
+        {"input": "", "context": "A long report.", "answers": ["the agency spent more"], "dataset": "gov_report",
+         "_id": "g1", **common}])
+    summary, = LongBenchTask(tmp_path, ["gov_report"], max_new_tokens={"gov_report": 64}).samples(tokenizer=None)
+    assert summary.question == ""
+    assert task.score("agency spent more", summary) == {"rouge_l": pytest.approx(2 * 0.75 / 1.75, abs=1e-6)}
     with pytest.raises(ValueError, match="no metric"):
         LongBenchTask(tmp_path, ["dureader"], max_new_tokens={"dureader": 128})
 
@@ -126,3 +132,13 @@ def test_metrics():
     assert token_f1("the red car", ["a red bus"]) == 0.5
     assert contains_fraction("alpha gamma", ["alpha", "beta"]) == 0.5
     assert last_boxed("\\boxed{\\frac{1}{2}}") == "\\frac{1}{2}" and last_boxed("none") is None
+
+
+def test_rouge_scores_by_hand():
+    """Rouge-L F: longest common subsequence alpha beta delta, 3 of 4 tokens each way -> 0.75; an empty
+    prediction scores 0 (LongBench). Rouge-1 F with the Porter stemmer: cats/cat and sitting/sits
+    match, 2 of 3 tokens each way -> 2/3, where unstemmed unigram F1 finds nothing."""
+    assert rouge_l("alpha beta gamma delta", ["zeta", "alpha beta epsilon delta"]) == pytest.approx(0.75, abs=1e-6)
+    assert rouge_l("", ["alpha beta"]) == 0.0
+    assert rouge_1("the cat sits", ["cats are sitting"]) == pytest.approx(2 / 3)
+    assert token_f1("the cat sits", ["cats are sitting"]) == 0.0

@@ -59,7 +59,7 @@ def test_runner_table_has_every_press_ratio_task(smoke_config, tmp_path):
     assert list(table.columns) == ["press", "ratio", "task", "metric", "value", "achieved_ratio", "cache_bytes"]
     settings = [("none", 0.0)] + [(p, r) for p in ("knorm", "streaming_llm", "qfilters", "adakv_expected_attention")
                                   for r in (0.0, 0.5)]
-    tasks = {"lm": {"nll", "perplexity", "accuracy"}, "needle": {"token_f1", "contains_answer", "exact_match"},
+    tasks = {"lm": {"nll", "perplexity", "accuracy"}, "needle": {"rouge1", "token_f1", "contains_answer", "exact_match"},
              "passkey": {"accuracy"}}
     assert len(table) == len(settings) * sum(map(len, tasks.values()))
     for (press, ratio), rows in table.groupby(["press", "ratio"]):

@@ -7,8 +7,7 @@ follows as "Question: ... Answer:" (LongBench's per-dataset instruction template
 reproduced, see the README).
 Scores, per dataset family of LongBench's evaluation: unigram F1 for QA, the class / paragraph
 number match for classification and retrieval, difflib's similarity of the first code line for
-code; summaries are scored by unigram F1 because no Rouge package is installed (the official
-metric is Rouge-L).
+code, Rouge-L F (the `rouge` package, as LongBench's scorer) for summaries.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from typing import Any, Callable
 
 from thesis.kvcache.tasks.base import GenerationTask, Sample
 from thesis.kvcache.tasks.files import first_n, read_jsonl
-from thesis.kvcache.tasks.metrics import first_integer, token_f1
+from thesis.kvcache.tasks.metrics import first_integer, rouge_l, token_f1
 
 
 def class_match(prediction: str, sample: Sample) -> float:
@@ -48,10 +47,14 @@ def qa_f1(prediction: str, sample: Sample) -> float:
     return token_f1(prediction, sample.answers)
 
 
+def summary_rouge(prediction: str, sample: Sample) -> float:
+    return rouge_l(prediction, sample.answers)
+
+
 METRICS: dict[str, tuple[str, Callable[[str, Sample], float]]] = {
     **{name: ("qa_f1", qa_f1) for name in ("narrativeqa", "qasper", "multifieldqa_en", "hotpotqa", "2wikimqa",
                                            "musique", "triviaqa")},
-    **{name: ("token_f1", qa_f1) for name in ("gov_report", "qmsum", "multi_news", "samsum")},
+    **{name: ("rouge_l", summary_rouge) for name in ("gov_report", "qmsum", "multi_news", "samsum")},
     "trec": ("classification", class_match),
     "passage_count": ("count", number_match),
     "passage_retrieval_en": ("retrieval", number_match),

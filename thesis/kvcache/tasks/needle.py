@@ -4,9 +4,9 @@ One sample per (context length in tokens, depth in percent): the haystack (Paul 
 paper scale, the filler offline) is cut to the length, the needle inserted at the depth
 (`haystack.py`), and the book prompt of spec A.2 wraps it. The question comes after the context,
 so it is not compressed (query-agnostic) unless the runner is told otherwise. The seed picks the
-sentence the haystack starts from. Scores (spec A.2 uses ROUGE-1 F x 10): unigram F1 between the
-answer and the needle (the same counts as ROUGE-1 F without stemming), whether the needle's answer
-phrase is contained, and exact match.
+sentence the haystack starts from. Scores: ROUGE-1 F between the needle and the answer with
+kvpress's scorer (`rouge-score`, stemmed; spec A.2 reports it x 10, here in [0, 1]), unigram F1
+(SQuAD normalisation, no stemming), whether the needle's answer phrase is contained, and exact match.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 from thesis.kvcache.tasks.base import GenerationTask, Sample
 from thesis.kvcache.tasks.haystack import fill, insert_at_depth, sentences_of
-from thesis.kvcache.tasks.metrics import contains_any, exact_match, token_f1
+from thesis.kvcache.tasks.metrics import contains_any, exact_match, rouge_1, token_f1
 
 NEEDLE = "The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day."
 QUESTION = "What is the best thing to do in San Francisco?"
@@ -51,6 +51,7 @@ class NeedleTask(GenerationTask):
         return samples
 
     def score(self, prediction: str, sample: Sample) -> dict[str, float]:
-        return {"token_f1": token_f1(prediction, sample.answers),
+        return {"rouge1": rouge_1(prediction, sample.answers),
+                "token_f1": token_f1(prediction, sample.answers),
                 "contains_answer": contains_any(prediction, [self.answer_phrase]),
                 "exact_match": exact_match(prediction, sample.answers)}
