@@ -12,7 +12,6 @@ set -u
 budget=${1:-1800}
 python=${2:-python3}
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-mkdir -p logs/bench
 
 run() {
   local name=$1; shift
@@ -26,6 +25,7 @@ if ! "$python" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() el
   echo "no CUDA device: these benchmarks are meant for a GPU (make bench-alast and make bench-kv also run on a CPU)"
   exit 1
 fi
+mkdir -p logs/bench
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader
 run acm_kernel benchmarks/acm_kernel.py
 run alast_step benchmarks/alast_step.py

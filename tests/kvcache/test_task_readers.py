@@ -36,6 +36,10 @@ def test_ruler(tmp_path):
     assert qa.question == "\nQuestion: Where is Paris?"
     assert task.score("11 and 33", niah) == {"string_match": 0.5}  # fraction of references found
     assert task.score("in france", qa) == {"string_match": 1.0}  # any reference found
+    short, same = RulerTask(tmp_path, max_new_tokens={"niah": 8}).samples(tokenizer=None)
+    assert (short.max_new_tokens, same.max_new_tokens) == (8, 32)
+    with pytest.raises(ValueError, match="task families"):
+        RulerTask(tmp_path, max_new_tokens={"needle": 8})
 
 
 def test_longbench(tmp_path):

@@ -7,12 +7,13 @@ record holds `index`, `input` (instructions, context and question), `outputs` (r
 last line, so the text up to the last newline is the context (compressed) and the rest the
 question (appended after compression, as kvpress's copy of RULER keeps them apart).
 Score (spec C.3): string match, for `qa*` tasks whether any reference is contained, otherwise the
-fraction of references contained. Answer lengths per task family follow spec D.0.
+fraction of references contained. Answer lengths per task family follow spec D.0; `max_new_tokens`
+overrides some of them (a smoke run needs a few tokens, not 128).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,12 @@ def family(task: str) -> str:
 
 class RulerTask(GenerationTask):
     def __init__(self, root: str | Path, tasks: Sequence[str] | None = None, name: str = "ruler",
-                 limit: int | None = None) -> None:
+                 limit: int | None = None, max_new_tokens: Mapping[str, int] | None = None) -> None:
+        unknown = sorted(set(max_new_tokens or {}) - set(MAX_NEW_TOKENS))
+        if unknown:
+            raise ValueError(f"max_new_tokens names task families {unknown}; RULER's are {', '.join(MAX_NEW_TOKENS)}")
         self.root, self.tasks, self.name, self.limit = Path(root), tasks, name, limit
+        self.max_new_tokens = {**MAX_NEW_TOKENS, **(max_new_tokens or {})}
 
     def _task_names(self) -> list[str]:
         if self.tasks is not None:
@@ -56,7 +61,7 @@ class RulerTask(GenerationTask):
                 samples.append(Sample(
                     id=f"{task}/{record.get('index', number)}", context=context, question="\n" + question,
                     answers=tuple(record["outputs"]), answer_prefix=record.get("answer_prefix", ""),
-                    max_new_tokens=MAX_NEW_TOKENS.get(family(task), 32), subset=task))
+                    max_new_tokens=self.max_new_tokens.get(family(task), 32), subset=task))
         return samples
 
     def score(self, prediction: str, sample: Sample) -> dict[str, float]:
