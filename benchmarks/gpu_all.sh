@@ -7,7 +7,11 @@
 # rounds (2), the ACM-ViT-B model (1, model level). A benchmark starts only with at least 90 s of budget
 # left and is stopped when the budget runs out; each writes its log to logs/bench/<name>.log and its
 # CSV and figure to results/bench/ only on success (the scripts write atomically at the end), so a
-# stopped benchmark leaves the committed numbers as they were.
+# stopped benchmark leaves the committed numbers as they were. KVPRESS_PATH, if set, goes ahead of
+# PYTHONPATH for the KV benchmark only, so that kvpress's presses run beside the repository's: on a box
+# without a package index, carry kvpress and its import-time packages without transformers, e.g.
+# `pip install --no-deps --target .kvpress_slim kvpress==0.5.5 cachetools fire termcolor datasets dill
+# multiprocess xxhash` (kvpress presses that fail on the box's transformers are left out, with the reason).
 set -u
 budget=${1:-1800}
 python=${2:-python3}
@@ -29,6 +33,6 @@ mkdir -p logs/bench
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader
 run acm_kernel benchmarks/acm_kernel.py
 run alast_step benchmarks/alast_step.py
-run kv_cache benchmarks/kv_cache.py
+PYTHONPATH="${KVPRESS_PATH:-}${KVPRESS_PATH:+:}${PYTHONPATH:-}" run kv_cache benchmarks/kv_cache.py
 run acm_vit benchmarks/acm_vit.py
 "$python" benchmarks/readme.py

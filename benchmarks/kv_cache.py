@@ -12,9 +12,13 @@ measures, in one run, with methods alternating round by round so that drift affe
 Only the last position's logits are computed in prefill (`logits_to_keep=1`), as in generation.
 The CPU default keeps the layer shapes but runs 1 layer at 1k tokens (a 32-layer prefill of 16k
 tokens does not fit in the time or memory of a CPU box): per-layer ratios carry over, absolute
-times do not. kvpress is measured beside it where it imports (it pins transformers < 5.3).
+times do not. Where kvpress imports, its presses run beside the repository's on the same model, in the
+same rounds (methods `kvpress_<press>`, prefill and KNorm decoding), with kvpress's defaults; a press
+that fails on the installed transformers is left out with its error printed. kvpress pins
+transformers < 5.3, so here it runs from the side environment of `scripts/kvpress_env.sh`:
 
     python benchmarks/kv_cache.py                 # CUDA if present (32 layers, 16k and 32k, bf16), else CPU
+    PYTHONPATH=.kvpress python benchmarks/kv_cache.py   # with kvpress 0.5.5 beside (transformers 5.2)
     python benchmarks/kv_cache.py --plot-only     # figure and summary from results/bench/kv_cache.csv
 """
 
@@ -35,6 +39,7 @@ OUT = Path("results/bench")
 NAME = "kv_cache"
 PRESSES = ("knorm", "random", "streaming_llm", "snapkv", "tova", "qfilters", "expected_attention")
 DECODE_RATIOS = (0.0, 0.5, 0.75, 0.9)
+KVPRESS_PREFIX = "kvpress_"
 OVERHEAD_TARGET = 0.02
 DEVICE_DEFAULTS = {"cuda": {"layers": 32, "contexts": [16384, 32768], "rounds": 5, "decode_tokens": 128,
                             "dtype": "bf16"},
@@ -111,6 +116,33 @@ def make_press(name: str, ratio: float, model):
             "tova": lambda: TOVAPress(ratio), "expected_attention": lambda: ExpectedAttentionPress(ratio)}[name]()
 
 
+def kvpress_press(name: str, ratio: float, model):
+    """kvpress's press `name` at `ratio` with its defaults; Q-Filters get the same random unit filters as
+    `make_press` (kvpress stores them negated and would otherwise download them)."""
+    import kvpress
+
+    if name == "qfilters":
+        filters = -make_press("qfilters", ratio, model).filters.to(model.device, model.dtype)
+
+        class InjectedQFilterPress(kvpress.QFilterPress):
+            def post_init_from_model(self, model) -> None:
+                self.q_filters = filters
+
+        return InjectedQFilterPress(ratio)
+    return {"knorm": kvpress.KnormPress, "random": lambda r: kvpress.RandomPress(r, seed=0),
+            "streaming_llm": kvpress.StreamingLLMPress, "snapkv": kvpress.SnapKVPress, "tova": kvpress.TOVAPress,
+            "expected_attention": kvpress.ExpectedAttentionPress}[name](ratio)
+
+
+def press_of(method: str, ratio: float, model):
+    """The press a method name stands for: `none`, a repository press, or `kvpress_<press>`."""
+    if method == "none":
+        return None
+    if method.startswith(KVPRESS_PREFIX):
+        return kvpress_press(method.removeprefix(KVPRESS_PREFIX), ratio, model)
+    return make_press(method, ratio, model)
+
+
 def synchronise(device) -> None:
     import torch
 
@@ -161,11 +193,35 @@ def decode_rate(model, ids, press, tokens: int) -> tuple[float, int]:
 
 
 def kvpress_version() -> str | None:
+    """kvpress's installed version, None where it does not import (missing, or its transformers pin)."""
+    from importlib import metadata
+
     try:
-        import kvpress
+        import kvpress  # noqa: F401
     except Exception:  # noqa: BLE001 - any import failure (missing, transformers pin) means: not measured
         return None
-    return getattr(kvpress, "__version__", "unknown")
+    try:
+        return metadata.version("kvpress")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def runnable_kvpress(model, args: argparse.Namespace) -> list[str]:
+    """The kvpress methods that run on this model and transformers (one prefill each at the shortest
+    context); kvpress releases track transformers closely, so one that fails here is reported and left out."""
+    import torch
+
+    ids = torch.randint(args.vocab, (1, min(args.contexts)), generator=torch.Generator().manual_seed(args.seed))
+    ids = ids.to(model.device)
+    methods = []
+    for name in PRESSES:
+        try:
+            prefill(model, ids, kvpress_press(name, args.ratio, model))
+        except Exception as error:  # noqa: BLE001 - any failure leaves this kvpress method out, with the reason
+            print(f"kvpress {name} left out: {type(error).__name__}: {error}", flush=True)
+            continue
+        methods.append(KVPRESS_PREFIX + name)
+    return methods
 
 
 def measure(args: argparse.Namespace) -> list[dict]:
@@ -183,17 +239,17 @@ def measure(args: argparse.Namespace) -> list[dict]:
             "kvpress": kvpress_version() or "not installed", "date": datetime.date.today().isoformat(),
             "command": args.command, "dtype": args.dtype, "layers": args.layers,
             "model": f"Llama-3.1-8B layer shapes, random weights, {args.layers} layer(s)"}
+    theirs = runnable_kvpress(model, args) if kvpress_version() else []
     rows = []
     for context in args.contexts:
         ids = torch.randint(args.vocab, (1, context), generator=torch.Generator().manual_seed(args.seed)).to(device)
-        methods = ["none", *PRESSES]
+        methods = ["none", *PRESSES, *theirs]
         seconds: dict[str, list[float]] = {m: [] for m in methods}
         prefill(model, ids)  # warm-up
         for round_ in range(args.rounds):
             shift = round_ % len(methods)
             for method in methods[shift:] + methods[:shift]:
-                press = None if method == "none" else make_press(method, args.ratio, model)
-                seconds[method].append(prefill(model, ids, press)[0])
+                seconds[method].append(prefill(model, ids, press_of(method, args.ratio, model))[0])
             print(f"context {context}: round {round_ + 1}/{args.rounds}", flush=True)
         plain = statistics.median(seconds["none"])
         for method in methods:
@@ -202,17 +258,20 @@ def measure(args: argparse.Namespace) -> list[dict]:
             rows.append({**meta, "context": context, "measure": "prefill", "method": method, "ratio": args.ratio,
                          "median_ms": round(ms * 1e3, 3), "overhead": round(overhead, 5),
                          "target_met": "" if method == "none" else ("yes" if overhead <= OVERHEAD_TARGET else "no"),
-                         "cache_bytes": "", "kept_fraction": "", "tokens_per_s": ""})
-        full_bytes = None
-        for ratio in DECODE_RATIOS:
-            press = make_press("knorm", ratio, model) if ratio > 0 else None
-            rate, stored = decode_rate(model, ids, press, args.decode_tokens)
-            full_bytes = full_bytes or stored
-            rows.append({**meta, "context": context, "measure": "decode", "method": "knorm" if ratio else "none",
-                         "ratio": ratio, "median_ms": "", "overhead": "", "target_met": "",
-                         "cache_bytes": stored, "kept_fraction": round(stored / full_bytes, 6),
-                         "tokens_per_s": round(rate, 3)})
-            print(f"context {context}: decoding at ratio {ratio}: {rate:.2f} tokens/s", flush=True)
+                         "cache_bytes": "", "kept_fraction": "", "tokens_per_s": "",
+                         "series": "kvpress" if method.startswith(KVPRESS_PREFIX) else "repository"})
+        series = [("repository", "knorm")] + ([("kvpress", KVPRESS_PREFIX + "knorm")] if theirs else [])
+        for implementation, knorm in series:  # each series measures its own uncompressed point
+            full_bytes = None
+            for ratio in DECODE_RATIOS:
+                method = knorm if ratio > 0 else "none"
+                rate, stored = decode_rate(model, ids, press_of(method, ratio, model), args.decode_tokens)
+                full_bytes = full_bytes or stored
+                rows.append({**meta, "context": context, "measure": "decode", "method": method,
+                             "ratio": ratio, "median_ms": "", "overhead": "", "target_met": "",
+                             "cache_bytes": stored, "kept_fraction": round(stored / full_bytes, 6),
+                             "tokens_per_s": round(rate, 3), "series": implementation})
+                print(f"context {context}: {implementation} decoding at ratio {ratio}: {rate:.2f} tokens/s", flush=True)
     return rows
 
 
@@ -239,9 +298,13 @@ def plot(rows: list[dict], path: Path) -> None:
         x = [j + (i - (len(contexts) - 1) / 2) * width for j in range(len(part))]
         overhead.bar(x, [100 * float(r["overhead"]) for r in part], width, label=f"{context} tokens")
         overhead.set_xticks(range(len(part)), [r["method"] for r in part], rotation=45, ha="right", fontsize=7)
-        dec = [r for r in rows if r["measure"] == "decode" and int(r["context"]) == context]
-        decode.plot([float(r["ratio"]) for r in dec], [float(r["tokens_per_s"]) for r in dec], marker="o",
-                    label=f"{context} tokens")
+        for implementation in ("repository", "kvpress"):
+            dec = [r for r in rows if r["measure"] == "decode" and int(r["context"]) == context
+                   and r.get("series", "repository") == implementation]
+            if dec:
+                decode.plot([float(r["ratio"]) for r in dec], [float(r["tokens_per_s"]) for r in dec],
+                            marker="o" if implementation == "repository" else "s",
+                            ls="-" if implementation == "repository" else "--", label=f"{context} tokens, {implementation}")
     overhead.axhline(100 * OVERHEAD_TARGET, color="grey", ls="--", lw=1, label="target 2 %")
     overhead.set_ylabel("prefill time with press / without - 1 (%)")
     overhead.legend(fontsize=7)
@@ -259,10 +322,11 @@ def summary(rows: list[dict]) -> str:
     r0 = rows[0]
     lines = [f"- device: {r0['device']}; torch {r0['torch']}, transformers {r0['transformers']}, kvpress "
              f"{r0['kvpress']}; {r0['date']}", f"- command: `{r0['command']}`", f"- model: {r0['model']}, {r0['dtype']}",
-             "", "| context | measure | method | ratio | median ms | overhead | target met | kept fraction | tokens/s |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "", "| context | measure | series | method | ratio | median ms | overhead | target met | kept fraction | "
+             "tokens/s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['context']} | {r['measure']} | {r['method']} | {r['ratio']} | {r['median_ms']} | "
+        lines.append(f"| {r['context']} | {r['measure']} | {r.get('series', 'repository')} | {r['method']} | "
+                     f"{r['ratio']} | {r['median_ms']} | "
                      f"{r['overhead']} | {r['target_met']} | {r['kept_fraction']} | {r['tokens_per_s']} |")
     return "\n".join(lines) + "\n"
 
