@@ -28,7 +28,7 @@ test-slow: ## the tests marked slow
 
 test-kvpress: ## KV presses vs kvpress 0.5.5 on a tiny random Llama (side env .kvpress/ with transformers 5.2; spec F.c)
 	PYTHON=$(PYTHON) bash scripts/kvpress_env.sh
-	PYTHONPATH=.kvpress HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q -m kvpress tests/kvcache/test_kvpress_parity.py
+	PYTHONPATH=.kvpress HF_HUB_OFFLINE=1 $(PYTHON) -m pytest -q -m kvpress tests/kvcache/test_kvpress_parity.py tests/test_bench.py
 
 reliability: ## DDP, submitit sweeps, kill/resume, atomic writes and bad input, end to end; prints a table (~5 min)
 	$(PYTHON) scripts/reliability.py

@@ -72,21 +72,44 @@ def test_alast_step_writes_and_rebuilds_its_summary(tmp_path):
     assert (tmp_path / "alast_step.png").stat().st_size > 0
 
 
+TINY_KV = ["--device", "cpu", "--hidden", "64", "--intermediate", "128", "--heads", "4", "--kv-heads", "2", "--vocab",
+           "100", "--layers", "2", "--contexts", "96", "--rounds", "1", "--decode-tokens", "2"]
+OUR_PRESSES = {"knorm", "random", "streaming_llm", "snapkv", "tova", "qfilters", "expected_attention"}
+
+
+def run_kv_benchmark(out: Path, pythonpath: str = "") -> list[dict]:
+    import csv
+    import os
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": pythonpath}
+    subprocess.run([sys.executable, "benchmarks/kv_cache.py", *TINY_KV, "--out", str(out)], cwd=ROOT, check=True,
+                   capture_output=True, env=env)
+    return list(csv.DictReader((out / "kv_cache.csv").open()))
+
+
 @pytest.mark.slow
 def test_kv_cache_benchmark_measures_a_tiny_llama_and_keeps_the_requested_fraction(tmp_path):
-    command = [sys.executable, "benchmarks/kv_cache.py", "--device", "cpu", "--hidden", "64", "--intermediate", "128",
-               "--heads", "4", "--kv-heads", "2", "--vocab", "100", "--layers", "2", "--contexts", "96",
-               "--rounds", "1", "--decode-tokens", "2", "--out", str(tmp_path)]
-    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, env={**__import__("os").environ,
-                                                                           "HF_HUB_OFFLINE": "1"})
-    import csv
-
-    rows = list(csv.DictReader((tmp_path / "kv_cache.csv").open()))
+    rows = run_kv_benchmark(tmp_path)
     prefill = {r["method"] for r in rows if r["measure"] == "prefill"}
-    assert prefill == {"none", "knorm", "random", "streaming_llm", "snapkv", "tova", "qfilters", "expected_attention"}
+    assert prefill == {"none", *OUR_PRESSES}
     kept = {float(r["ratio"]): float(r["kept_fraction"]) for r in rows if r["measure"] == "decode"}
     assert kept == {0.0: 1.0, 0.5: 0.5, 0.75: 0.25, 0.9: pytest.approx(10 / 96, abs=1e-6)}  # KNorm keeps ceil(96 x 0.1)
     assert all(float(r["tokens_per_s"]) > 0 for r in rows if r["measure"] == "decode")
     subprocess.run([sys.executable, "benchmarks/kv_cache.py", "--plot-only", "--out", str(tmp_path)],
                    cwd=ROOT, check=True, capture_output=True)
-    assert "| 96 | prefill | knorm | 0.5 |" in (tmp_path / "kv_cache.md").read_text()
+    assert "| 96 | prefill | repository | knorm | 0.5 |" in (tmp_path / "kv_cache.md").read_text()
+
+
+@pytest.mark.kvpress
+def test_kv_cache_benchmark_runs_kvpress_beside(tmp_path):
+    """With kvpress importable (the side environment) each press also runs as kvpress's, in the same
+    rounds, and kvpress's KNorm keeps floor(96 x 0.1) pairs where the repository's keeps the ceiling."""
+    pytest.importorskip("kvpress", reason="kvpress 0.5.5 lives in the side environment .kvpress/ (make test-kvpress)")
+    rows = run_kv_benchmark(tmp_path, str(ROOT / ".kvpress"))
+    prefill = {r["method"] for r in rows if r["measure"] == "prefill"}
+    assert prefill == {"none", *OUR_PRESSES, *("kvpress_" + name for name in OUR_PRESSES)}
+    assert {r["series"] for r in rows if r["method"].startswith("kvpress_")} == {"kvpress"}
+    kept = {float(r["ratio"]): float(r["kept_fraction"]) for r in rows
+            if r["measure"] == "decode" and r["series"] == "kvpress"}
+    assert kept == {0.0: 1.0, 0.5: 0.5, 0.75: 0.25, 0.9: pytest.approx(9 / 96, abs=1e-6)}
+    assert rows[0]["kvpress"] == "0.5.5"
