@@ -17,9 +17,6 @@ from collections import Counter
 from collections.abc import Sequence
 from functools import cache
 
-from rouge import Rouge
-from rouge_score import rouge_scorer
-
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 
@@ -60,6 +57,7 @@ def token_f1(prediction: str, references: Sequence[str]) -> float:
 
 def rouge_l(prediction: str, references: Sequence[str]) -> float:
     """Best Rouge-L F between the prediction and a reference (`rouge` package, LongBench's metric)."""
+    from rouge import Rouge
 
     def score(reference: str) -> float:
         try:
@@ -71,7 +69,10 @@ def rouge_l(prediction: str, references: Sequence[str]) -> float:
 
 
 @cache
-def _rouge1_scorer() -> rouge_scorer.RougeScorer:
+def _rouge1_scorer():
+    """Google's scorer; imported on first use, since `rouge-score` imports all of nltk (seconds)."""
+    from rouge_score import rouge_scorer
+
     return rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True)
 
 
