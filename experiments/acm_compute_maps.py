@@ -34,9 +34,7 @@ def _render_one(maps: pd.DataFrame, results: Path, figure_id: str) -> list[Path]
     maps = maps[maps.seed == maps.seed.min()]
     betas = sorted(maps.beta_target.unique())
     samples = sorted(maps["sample"].unique())
-    fig, axes = new_figure(1.1 * len(samples), 1.2 * (1 + len(betas)), ncols=1)
-    axes.remove()
-    grid = fig.subplots(1 + len(betas), len(samples), squeeze=False)
+    fig, grid = new_figure(1.1 * len(samples), 1.2 * (1 + len(betas)), ncols=len(samples), nrows=1 + len(betas))
     first = maps[maps.beta_target == betas[0]]
     for j, s in enumerate(samples):
         image = first[(first["sample"] == s) & (first.kind == "image")]

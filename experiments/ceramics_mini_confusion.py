@@ -20,9 +20,7 @@ def render(results: Path) -> list[Path]:
     curves = curves[curves.split == SPLIT]
     conditions = list(confusion.groupby(["arch", "init"], sort=True).groups)
     classes = sorted(confusion["true"].unique())
-    fig, axes = new_figure(3.0 * len(conditions), 6.0, ncols=1)
-    axes.remove()
-    grid = fig.subplots(2, len(conditions), squeeze=False)
+    fig, grid = new_figure(3.0 * len(conditions), 6.0, ncols=len(conditions), nrows=2)
     for j, (arch, init) in enumerate(conditions):
         part = confusion[(confusion.arch == arch) & (confusion.init == init)]
         matrix = part.pivot_table(index="true", columns="pred", values="count", aggfunc="sum").reindex(

@@ -1,9 +1,11 @@
 """Sec. 5.2, analogue of thesis Fig. 5.27: how many nodes of each type each expert receives.
 
-Routing counts (top-k memberships) of the MGT's two MoE layers on the test split, summed over
-seeds, one panel per layer and run kind: the miniature (`moegt_mini`) and, where they were run, its
+Routing counts (top-k memberships) of the MGT's two MoE layers on the test split of the first seed,
+one panel per layer and run kind: the miniature (`moegt_mini`) and, where they were run, its
 controls without the missing-value flags and positional codes (`moegt_mini_control`) and without
-the load-balancing loss (`moegt_mini_noload`).
+the load-balancing loss (`moegt_mini_noload`). One seed, because experts are numbered arbitrarily in
+each training: expert 1 of one seed has nothing to do with expert 1 of another, so counts summed over
+seeds would mix unrelated experts.
 """
 
 from pathlib import Path
@@ -24,10 +26,9 @@ def render(results: Path) -> list[Path]:
     tables = {name: pd.read_csv(results / name / "mgt_routing.csv") for name in CONTROLS
               if (results / name / "mgt_routing.csv").is_file()}
     layers = sorted(tables["moegt_mini"].layer.unique())
-    fig, axes = new_figure(4.2 * len(layers), 2.8 * len(tables), ncols=len(layers))
-    fig.clear()
-    grid = fig.subplots(len(tables), len(layers), squeeze=False)
+    fig, grid = new_figure(4.2 * len(layers), 2.8 * len(tables), ncols=len(layers), nrows=len(tables))
     for row, (name, table) in enumerate(tables.items()):
+        table = table[table.seed == table.seed.min()]
         experts = sorted(table.expert.unique())
         width = 0.8 / len(experts)
         for col, layer in enumerate(layers):
@@ -38,7 +39,7 @@ def render(results: Path) -> list[Path]:
                 ax.bar(np.arange(len(NODES)) + (i - (len(experts) - 1) / 2) * width, heights, width,
                        label=f"expert {expert}")
             ax.set_xticks(range(len(NODES)), NODES, fontsize=7)
-            ax.set_title(f"{CONTROLS[name]}, MoE layer {layer}", fontsize=8)
+            ax.set_title(f"{CONTROLS[name]}, MoE layer {layer} (seed {table.seed.min()})", fontsize=8)
             ax.set_ylabel("routed nodes")
     grid[0, -1].legend(fontsize=6, ncols=2, frameon=False)
     return save_figure(fig, results, "moegt_routing")
