@@ -19,6 +19,8 @@ import torch
 from torch import Tensor, nn
 from transformers import DynamicCache
 
+from thesis.core.models import with_cache
+
 
 @dataclass
 class ScoreCall:
@@ -55,10 +57,10 @@ def prefill(model: nn.Module, press: Callable[[nn.Module], AbstractContextManage
     does) with `press` active, or without a press when it is None."""
     cache = DynamicCache()
     if press is None:
-        model.model(input_ids=input_ids, past_key_values=cache)
+        model.model(input_ids=input_ids, **with_cache(model.model, cache))
     else:
         with press(model):
-            model.model(input_ids=input_ids, past_key_values=cache)
+            model.model(input_ids=input_ids, **with_cache(model.model, cache))
     return cache
 
 

@@ -5,8 +5,9 @@ import torch
 from transformers import DynamicCache
 
 from thesis.kvcache.analysis.capture import forward_layers
-from thesis.kvcache.analysis.key_sparsity import (key_activations, peaked_dims, pre_rope_keys,
-                                                  random_dims, read_with_edit, zero_key_dims)
+from thesis.kvcache.analysis.key_sparsity import (key_activations, peaked_dims, random_dims, read_with_edit,
+                                                  zero_key_dims)
+from thesis.kvcache.queries import pre_rope_keys
 
 
 def test_zeroing_changes_only_the_given_dims_of_the_bos_key():
@@ -35,7 +36,7 @@ def test_bos_key_is_the_same_in_every_chunk(tiny_llama, prompt):
     chunks = torch.stack([prompt[0, :20], prompt[0, 20:40]])
     chunks[:, 0] = 3
     acts = key_activations(tiny_llama, chunks)
-    single = torch.stack([pre_rope_keys(layer)[0, :, 0] for layer in forward_layers(tiny_llama, chunks[:1])])
+    single = torch.stack([pre_rope_keys(layer.module, layer.hidden_states)[0, :, 0] for layer in forward_layers(tiny_llama, chunks[:1])])
     assert torch.allclose(acts["bos"], single, atol=1e-6)
 
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from transformers import DynamicCache
+from kvpress_hooks import prefill
 
 from thesis.core.errors import ConfigError, DataNotFoundError
 from thesis.core.models import with_cache
@@ -17,17 +17,6 @@ from thesis.kvcache.runner import build_press
 from thesis.kvcache.tasks.cache_stats import cache_stats
 
 LAYERS, KV_HEADS = 2, 2
-
-
-def prefill(model, prompt, press=None) -> DynamicCache:
-    cache = DynamicCache(config=model.config)
-    with torch.no_grad():
-        if press is None:
-            model(input_ids=prompt, **with_cache(model, cache))
-        else:
-            with press(model):
-                model(input_ids=prompt, **with_cache(model, cache))
-    return cache
 
 
 def write_patterns(folder, scores, sink=4, recent=8):
@@ -58,7 +47,7 @@ def test_streaming_heads_keep_sink_and_recent_window_retrieval_heads_keep_all(ti
     scores = torch.tensor([[0.1, 0.9], [0.8, 0.2]])  # layer 0 head 0 and layer 1 head 1 stream at 0.5
     press = DuoAttentionPress(0.5, head_scores=scores, sink_size=4, recent_size=8)
     n = prompt.shape[1]
-    full, compressed = prefill(tiny_llama, prompt), prefill(tiny_llama, prompt, press)
+    full, compressed = prefill(tiny_llama, None, prompt), prefill(tiny_llama, press, prompt)
     window = torch.cat([torch.arange(4), torch.arange(n - 8, n)])
     for layer_idx, (head, layer) in enumerate(zip((0, 1), compressed.layers)):
         assert isinstance(layer, HeadwiseLayer)
@@ -76,10 +65,10 @@ def test_streaming_heads_keep_sink_and_recent_window_retrieval_heads_keep_all(ti
 def test_nothing_is_removed_at_ratio_zero_or_when_the_window_covers_the_prompt(tiny_llama, prompt):
     scores = torch.rand(LAYERS, KV_HEADS, generator=torch.Generator().manual_seed(0))
     n = prompt.shape[1]
-    full = prefill(tiny_llama, prompt)
+    full = prefill(tiny_llama, None, prompt)
     for press in (DuoAttentionPress(0.0, head_scores=scores, sink_size=4, recent_size=8),
                   DuoAttentionPress(1.0, head_scores=scores, sink_size=n // 2, recent_size=n - n // 2)):
-        cache = prefill(tiny_llama, prompt, press)
+        cache = prefill(tiny_llama, press, prompt)
         assert cache_entries(cache) == cache_entries(full)
         for ours, theirs in zip(cache.layers, full.layers):
             assert not isinstance(ours, HeadwiseLayer)
@@ -88,7 +77,7 @@ def test_nothing_is_removed_at_ratio_zero_or_when_the_window_covers_the_prompt(t
 
 def test_generation_continues_from_the_streaming_cache(tiny_llama, prompt):
     press = DuoAttentionPress(1.0, head_scores=torch.zeros(LAYERS, KV_HEADS), sink_size=4, recent_size=8)
-    cache = prefill(tiny_llama, prompt, press)
+    cache = prefill(tiny_llama, press, prompt)
     with torch.no_grad(), press(tiny_llama):
         logits = tiny_llama(input_ids=prompt[:, -1:], **with_cache(tiny_llama, cache)).logits
     assert logits.shape == (1, 1, tiny_llama.config.vocab_size) and torch.isfinite(logits).all()
@@ -139,4 +128,4 @@ def test_runner_builds_the_press_from_either_source(tiny_llama, tmp_path):
 def test_head_scores_must_match_the_model(tiny_llama, prompt):
     press = DuoAttentionPress(0.5, head_scores=torch.zeros(3, KV_HEADS))
     with pytest.raises(ValueError, match=r"\(layers, kv_heads\) = \(2, 2\)"):
-        prefill(tiny_llama, prompt, press)
+        prefill(tiny_llama, press, prompt)

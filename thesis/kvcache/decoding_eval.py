@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from contextlib import nullcontext
-from itertools import islice
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, Mapping
 
 import torch

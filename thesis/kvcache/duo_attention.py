@@ -35,8 +35,8 @@ from torch import Tensor, nn
 from transformers.cache_utils import CacheLayerMixin
 
 from thesis.kvcache.headwise_cache import HeadwiseLayer
-from thesis.kvcache.press import PressBase
-from thesis.kvcache.queries import rotate_half
+from thesis.kvcache.press import PressBase, decoder
+from thesis.kvcache.queries import pre_rope_keys, pre_rope_queries, rotate_half
 
 PATTERN_FILES = ("config.json", "full_attention_heads.tsv")
 ON_THE_FLY_SINK, ON_THE_FLY_RECENT = 128, 256
@@ -77,7 +77,7 @@ def _constant_rotated(vector: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 @torch.no_grad()
 def on_the_fly_head_scores(model: nn.Module, batches: Iterable[Tensor], q_len: int = 500) -> Tensor:
     """(layers, kv_heads) kvpress's experimental DuoAttention scores from token id rows (module docstring)."""
-    stack = model.model
+    stack = decoder(model)
     config = model.config
     device = next(model.parameters()).device
     scores = torch.zeros(config.num_hidden_layers, config.num_key_value_heads, dtype=torch.float64)
@@ -92,13 +92,10 @@ def on_the_fly_head_scores(model: nn.Module, batches: Iterable[Tensor], q_len: i
             attention = layer.self_attn
             d = attention.head_dim
             states = layer.input_layernorm(states)
-            queries = attention.q_proj(states).view(1, states.shape[1], -1, d)
-            keys = attention.k_proj(states).view(1, states.shape[1], -1, d)
-            if hasattr(attention, "q_norm"):
-                queries, keys = attention.q_norm(queries), attention.k_norm(keys)
+            queries, keys = pre_rope_queries(attention, states)[0], pre_rope_keys(attention, states)[0]
             cos, sin = (t[0] for t in stack.rotary_emb(states, positions))
-            q = _constant_rotated(queries.mean(dim=1)[0], cos, sin)
-            k = _constant_rotated(keys.mean(dim=1)[0], cos, sin)
+            q = _constant_rotated(queries.mean(dim=1), cos, sin)
+            k = _constant_rotated(keys.mean(dim=1), cos, sin)
             k = k.repeat_interleave(attention.num_key_value_groups, dim=0)
             logits = (q[:, -1:, :] @ k.transpose(1, 2))[:, 0] / d ** 0.5
             weights = logits.softmax(dim=-1, dtype=torch.float32)

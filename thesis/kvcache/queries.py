@@ -27,6 +27,14 @@ def pre_rope_queries(module: nn.Module, hidden_states: Tensor) -> Tensor:
     return queries.transpose(1, 2)
 
 
+def pre_rope_keys(module: nn.Module, hidden_states: Tensor) -> Tensor:
+    """(batch, kv_heads, seq, head_dim) keys W_K h before RoPE (and `k_norm` where the model has one)."""
+    keys = module.k_proj(hidden_states).view(*hidden_states.shape[:2], -1, module.head_dim)
+    if hasattr(module, "k_norm"):
+        keys = module.k_norm(keys)
+    return keys.transpose(1, 2)
+
+
 def post_rope_queries(module: nn.Module, hidden_states: Tensor, position_embeddings: tuple[Tensor, Tensor]) -> Tensor:
     """(batch, heads, seq, head_dim) queries R_i W_Q h_i (eq. 4.8); cos, sin (batch, seq, head_dim)."""
     cos, sin = (t.unsqueeze(1) for t in position_embeddings)

@@ -90,19 +90,18 @@ def build_press(spec: Mapping[str, Any], ratio: float, model: nn.Module, prepare
     if "press" in spec:
         inner = build_press(spec.pop("press"), ratio, model, prepared)
         return instantiate(spec, _partial_=True)(press=inner)
+    def once(field: str, derive) -> Any:
+        source = spec.pop(field)
+        key = f"{field} {source!r}"
+        if key not in prepared:
+            prepared[key] = derive(source, model)
+        return prepared[key]
+
     arguments: dict[str, Any] = {"compression_ratio": ratio}
     if "filters" in spec:
-        source = spec.pop("filters")
-        key = f"filters {source!r}"
-        if key not in prepared:
-            prepared[key] = q_filters(source, model)
-        arguments["filters"] = prepared[key]
+        arguments["filters"] = once("filters", q_filters)
     if "patterns" in spec:
-        source = spec.pop("patterns")
-        key = f"patterns {source!r}"
-        if key not in prepared:
-            prepared[key] = duo_patterns(source, model)
-        patterns = prepared[key]
+        patterns = once("patterns", duo_patterns)
         arguments.update(head_scores=patterns.head_scores, sink_size=patterns.sink_size,
                          recent_size=patterns.recent_size)
     return instantiate(spec, _partial_=True)(**arguments)

@@ -28,17 +28,9 @@ from thesis.core.evaluate import progress
 from thesis.core.plotting import new_figure, save_figure
 from thesis.core.rundir import RunDir
 from thesis.kvcache.analysis.capture import LayerPass, forward_layers
+from thesis.kvcache.queries import pre_rope_keys
 
 CONDITIONS = ("none", "random", "peaked")
-
-
-def pre_rope_keys(layer: LayerPass) -> Tensor:
-    """(batch, kv_heads, seq, head_dim) keys W_K h before RoPE (k_norm applied where the model has one)."""
-    module, hidden = layer.module, layer.hidden_states
-    keys = module.k_proj(hidden).view(*hidden.shape[:2], -1, module.head_dim)
-    if hasattr(module, "k_norm"):
-        keys = module.k_norm(keys)
-    return keys.transpose(1, 2)
 
 
 def zero_key_dims(keys: Tensor, position: int, dims: Tensor) -> Tensor:
@@ -70,7 +62,7 @@ def key_activations(model: nn.Module, chunks: Tensor) -> dict[str, Tensor]:
     """Chunk means (layers, kv_heads, d): `bos` (signed), `bos_abs`, `others_abs`."""
     sums: dict[str, Tensor] = {}
     for chunk in progress(chunks, desc="key activations"):
-        keys = torch.stack([pre_rope_keys(layer)[0].float().cpu() for layer in forward_layers(model, chunk[None])])
+        keys = torch.stack([pre_rope_keys(layer.module, layer.hidden_states)[0].float().cpu() for layer in forward_layers(model, chunk[None])])
         found = {"bos": keys[:, :, 0], "bos_abs": keys[:, :, 0].abs(), "others_abs": keys[:, :, 1:].abs().mean(2)}
         for name, value in found.items():
             sums[name] = sums.get(name, 0) + value

@@ -17,9 +17,9 @@ import torch
 from torch import Tensor, nn
 from transformers import DynamicCache
 
+from thesis.kvcache.greedy import greedy_tokens, last_logits
 from thesis.kvcache.mini.documents import Document
 from thesis.kvcache.mini.tokenizer import BOS
-from thesis.kvcache.greedy import greedy_tokens, last_logits
 from thesis.kvcache.press import PressBase
 
 

@@ -10,8 +10,8 @@ prefill instead (the KNorm runs of thesis 4.1).
 from __future__ import annotations
 
 from contextlib import nullcontext
-from itertools import islice
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import torch
